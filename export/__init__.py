@@ -1,0 +1,1 @@
+"""Export of trained PyTorch checkpoints to ONNX graphs and a versioned model repository."""

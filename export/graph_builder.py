@@ -1,0 +1,76 @@
+"""A thin layer over onnx.helper: named initializers and nodes, unique intermediate names."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+MICROSOFT_DOMAIN = "com.microsoft"
+OPSET = 17  # LayerNormalization is an ONNX op from opset 17 on
+# ONNX Runtime 1.31 reads models up to IR version 10 with opset 17 and contrib ops.
+IR_VERSION = 10
+
+FLOAT = TensorProto.FLOAT
+INT32 = TensorProto.INT32
+INT64 = TensorProto.INT64
+
+
+class GraphBuilder:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._counter = 0
+
+    def fresh(self, hint: str) -> str:
+        self._counter += 1
+        return f"{hint}_{self._counter}"
+
+    def input(self, name: str, elem_type: int, shape: list[int | str]) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        return name
+
+    def output(self, value: str, name: str, elem_type: int, shape: list[int | str]) -> str:
+        if value != name:
+            self.op("Identity", [value], name=name)
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
+        return name
+
+    def constant(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], name: str | None = None, domain: str = "", outputs: int = 1, **attributes: object) -> str | list[str]:
+        """Add a node; returns its output name (or names, when outputs > 1)."""
+        output_names = [name] if name and outputs == 1 else [self.fresh(f"{op_type}_out") for _ in range(outputs)]
+        self.nodes.append(
+            helper.make_node(op_type, inputs, output_names, name=self.fresh(op_type), domain=domain or None, **attributes)
+        )
+        return output_names[0] if outputs == 1 else output_names
+
+    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, prefix: str) -> str:
+        """x @ weight.T + bias, with a PyTorch (out, in) weight."""
+        y = self.op("MatMul", [x, self.constant(f"{prefix}.weight", weight.T)])
+        return self.op("Add", [y, self.constant(f"{prefix}.bias", bias)]) if bias is not None else y
+
+    def layer_norm(self, x: str, weight: np.ndarray, bias: np.ndarray, prefix: str, epsilon: float = 1e-5) -> str:
+        return self.op(
+            "LayerNormalization",
+            [x, self.constant(f"{prefix}.weight", weight), self.constant(f"{prefix}.bias", bias)],
+            axis=-1,
+            epsilon=epsilon,
+        )
+
+    def model(self, producer: str = "nmt-serving export") -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MICROSOFT_DOMAIN, 1)],
+            producer_name=producer,
+            ir_version=IR_VERSION,
+        )
+        onnx.checker.check_model(model, full_check=False)
+        return model

@@ -1,0 +1,192 @@
+"""ONNX graphs of the Transformer: an encoder, and a decoder step with its key/value cache.
+
+Attention is emitted as com.microsoft MultiHeadAttention nodes (ONNX Runtime's fused kernels
+on CPU and CUDA) and every norm as an ONNX LayerNormalization node, so the graphs keep the
+model's structure instead of a MatMul/Softmax soup that the runtime has to rediscover.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from export.graph_builder import FLOAT, INT32, INT64, MICROSOFT_DOMAIN, GraphBuilder
+from nmt_spec import ModelSpec, TransformerConfig
+from nmt_spec.graph_names import (
+    DECODER_INPUT_IDS,
+    ENCODER_HIDDEN_STATES,
+    ENCODER_INPUT_IDS,
+    ENCODER_MASK,
+    LOGITS,
+    STEP,
+    cross_key,
+    cross_value,
+    past_key,
+    past_value,
+    present_key,
+    present_value,
+)
+
+Weights = dict[str, np.ndarray]
+
+
+def _position_table(config: TransformerConfig, weights: Weights) -> np.ndarray:
+    if config.positional == "learned":
+        return weights["positions.table.weight"]
+    from training.models.transformer import sinusoidal_table
+
+    return sinusoidal_table(config.max_positions, config.d_model).numpy()
+
+
+class _TransformerGraph:
+    def __init__(self, spec: ModelSpec, weights: Weights, name: str) -> None:
+        assert isinstance(spec.config, TransformerConfig)
+        self.spec = spec
+        self.config: TransformerConfig = spec.config
+        self.weights = weights
+        self.g = GraphBuilder(name)
+        self.heads = self.config.n_heads
+        self.head_dim = self.config.d_model // self.config.n_heads
+
+    def w(self, name: str) -> np.ndarray:
+        return self.weights[name]
+
+    def position_table(self) -> str:
+        return self.g.constant("positions.table", _position_table(self.config, self.weights))
+
+    def embed(self, ids: str, embedding: str, position_rows: str) -> str:
+        """embedding(ids) * sqrt(d_model) + the rows of the position table for these positions."""
+        g = self.g
+        table = g.constant(f"{embedding}.weight", self.w(f"{embedding}.weight"))
+        scale = g.constant(f"{embedding}.scale", np.array(math.sqrt(self.config.d_model), np.float32))
+        return g.op("Add", [g.op("Mul", [g.op("Gather", [table, ids]), scale]), position_rows])
+
+    def split_heads(self, x: str) -> str:
+        """(B, L, D) -> (B, H, L, Dh)."""
+        g = self.g
+        shape = g.constant(g.fresh("heads_shape"), np.array([0, -1, self.heads, self.head_dim], np.int64))
+        return g.op("Transpose", [g.op("Reshape", [x, shape])], perm=[0, 2, 1, 3])
+
+    def sublayer(self, x: str, prefix: str, body) -> str:
+        """Residual + LayerNorm around body, pre- or post-norm as the config says."""
+        g = self.g
+        norm = (self.w(f"{prefix}.norm.weight"), self.w(f"{prefix}.norm.bias"), f"{prefix}.norm")
+        if self.config.norm == "pre":
+            return g.op("Add", [x, body(g.layer_norm(x, *norm))])
+        return g.layer_norm(g.op("Add", [x, body(x)]), *norm)
+
+    def feed_forward(self, x: str, prefix: str) -> str:
+        g = self.g
+        hidden = g.linear(x, self.w(f"{prefix}.linear_in.weight"), self.w(f"{prefix}.linear_in.bias"), f"{prefix}.linear_in")
+        hidden = g.op("Relu" if self.config.activation == "relu" else "Gelu", [hidden], **({} if self.config.activation == "relu" else {}))
+        return g.linear(hidden, self.w(f"{prefix}.linear_out.weight"), self.w(f"{prefix}.linear_out.bias"), f"{prefix}.linear_out")
+
+    def qkv(self, x: str, prefix: str) -> list[str]:
+        """One MatMul for the three projections of self-attention, then split."""
+        g = self.g
+        weight = np.concatenate([self.w(f"{prefix}.{p}_proj.weight") for p in "qkv"], axis=0)
+        bias = np.concatenate([self.w(f"{prefix}.{p}_proj.bias") for p in "qkv"], axis=0)
+        packed = g.linear(x, weight, bias, f"{prefix}.qkv_proj")
+        return g.op("Split", [packed, g.constant(g.fresh("qkv_split"), np.array([self.config.d_model] * 3, np.int64))], axis=-1, outputs=3)
+
+    def attention_output(self, attended: str, prefix: str) -> str:
+        return self.g.linear(attended, self.w(f"{prefix}.out_proj.weight"), self.w(f"{prefix}.out_proj.bias"), f"{prefix}.out_proj")
+
+    def final_norm(self, x: str, prefix: str) -> str:
+        if self.config.norm != "pre":
+            return x
+        return self.g.layer_norm(x, self.w(f"{prefix}.weight"), self.w(f"{prefix}.bias"), prefix)
+
+
+def build_encoder(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
+    """input_ids (B, S) -> encoder_hidden_states (B, S, D), encoder_attention_mask (B, S) int32
+    and, per decoder layer, the cross-attention keys and values (B, H, S, Dh), computed once
+    per sentence instead of at every decoder step."""
+    t = _TransformerGraph(spec, weights, "encoder")
+    g, config = t.g, t.config
+    ids = g.input(ENCODER_INPUT_IDS, INT64, ["batch_size", "encoder_sequence_length"])
+    pad = g.constant("pad_id", np.array(spec.special_ids.pad, np.int64))
+    mask = g.op("Cast", [g.op("Not", [g.op("Equal", [ids, pad])])], to=INT32)
+    # The first S rows of the table. (Gather over a Range would do too, but ORT's extended
+    # optimizer rewrites that into a Slice with scalar starts and then fails to run it.)
+    length = g.op("Shape", [ids], start=1, end=2)
+    zero = g.constant("zero", np.array([0], np.int64))
+    x = t.embed(ids, "src_embed", g.op("Slice", [t.position_table(), zero, length, zero]))
+    for i in range(config.n_encoder_layers):
+        prefix = f"encoder_layers.{i}"
+
+        def self_attention(y: str, prefix: str = prefix) -> str:
+            q, k, v = t.qkv(y, f"{prefix}.self_attn")
+            attended = g.op("MultiHeadAttention", [q, k, v, "", mask], domain=MICROSOFT_DOMAIN, num_heads=t.heads)
+            return t.attention_output(attended, f"{prefix}.self_attn")
+
+        x = t.sublayer(x, f"{prefix}.attn_sublayer", self_attention)
+        x = t.sublayer(x, f"{prefix}.ff_sublayer", lambda y, prefix=prefix: t.feed_forward(y, f"{prefix}.feed_forward"))
+    memory = t.final_norm(x, "encoder_norm")
+    g.output(memory, ENCODER_HIDDEN_STATES, FLOAT, ["batch_size", "encoder_sequence_length", config.d_model])
+    g.output(mask, ENCODER_MASK, INT32, ["batch_size", "encoder_sequence_length"])
+    cache_shape = ["batch_size", t.heads, "encoder_sequence_length", t.head_dim]
+    for i in range(config.n_decoder_layers):
+        prefix = f"decoder_layers.{i}.cross_attn"
+        for projection, name in (("k", cross_key(i)), ("v", cross_value(i))):
+            projected = g.linear(memory, t.w(f"{prefix}.{projection}_proj.weight"), t.w(f"{prefix}.{projection}_proj.bias"), f"{prefix}.{projection}_proj")
+            g.output(t.split_heads(projected), name, FLOAT, cache_shape)
+    return g.model()
+
+
+def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
+    """One decoder step: input_ids (B, 1), step (1,) int64 (the position being decoded),
+    encoder_attention_mask, the cross-attention keys/values and the self-attention cache
+    past_key_values.{i}.decoder.key|value (B, H, past_decoder_sequence_length, Dh)
+    -> logits (B, V) and present.{i}.decoder.key|value, one position longer."""
+    t = _TransformerGraph(spec, weights, "decoder_step")
+    g, config = t.g, t.config
+    ids = g.input(DECODER_INPUT_IDS, INT64, ["batch_size", 1])
+    step = g.input(STEP, INT64, [1])
+    mask = g.input(ENCODER_MASK, INT32, ["batch_size", "encoder_sequence_length"])
+    past_shape = ["batch_size", t.heads, "past_decoder_sequence_length", t.head_dim]
+    cross_shape = ["batch_size", t.heads, "encoder_sequence_length", t.head_dim]
+    caches = []
+    for i in range(config.n_decoder_layers):
+        caches.append(
+            (
+                g.input(past_key(i), FLOAT, past_shape),
+                g.input(past_value(i), FLOAT, past_shape),
+                g.input(cross_key(i), FLOAT, cross_shape),
+                g.input(cross_value(i), FLOAT, cross_shape),
+            )
+        )
+    embedding = "src_embed" if config.tie_embeddings else "tgt_embed"
+    x = t.embed(ids, embedding, g.op("Gather", [t.position_table(), step]))
+    presents: list[tuple[str, str]] = []
+    for i, (key_cache, value_cache, keys, values) in enumerate(caches):
+        prefix = f"decoder_layers.{i}"
+
+        def self_attention(y: str, prefix: str = prefix, key_cache: str = key_cache, value_cache: str = value_cache) -> str:
+            q, k, v = t.qkv(y, f"{prefix}.self_attn")
+            attended, new_keys, new_values = g.op(
+                "MultiHeadAttention", [q, k, v, "", "", "", key_cache, value_cache], domain=MICROSOFT_DOMAIN, num_heads=t.heads, outputs=3
+            )
+            presents.append((new_keys, new_values))
+            return t.attention_output(attended, f"{prefix}.self_attn")
+
+        def cross_attention(y: str, prefix: str = prefix, keys: str = keys, values: str = values) -> str:
+            q = g.linear(y, t.w(f"{prefix}.cross_attn.q_proj.weight"), t.w(f"{prefix}.cross_attn.q_proj.bias"), f"{prefix}.cross_attn.q_proj")
+            attended = g.op("MultiHeadAttention", [q, keys, values, "", mask], domain=MICROSOFT_DOMAIN, num_heads=t.heads)
+            return t.attention_output(attended, f"{prefix}.cross_attn")
+
+        x = t.sublayer(x, f"{prefix}.self_sublayer", self_attention)
+        x = t.sublayer(x, f"{prefix}.cross_sublayer", cross_attention)
+        x = t.sublayer(x, f"{prefix}.ff_sublayer", lambda y, prefix=prefix: t.feed_forward(y, f"{prefix}.feed_forward"))
+    x = t.final_norm(x, "decoder_norm")
+    squeezed = g.op("Squeeze", [x, g.constant("axis_one", np.array([1], np.int64))])
+    output_weight = t.w(f"{embedding}.weight") if config.tie_embeddings else t.w("output_proj.weight")
+    logits = g.op("MatMul", [squeezed, g.constant("output_proj.weight", output_weight.T)])
+    g.output(logits, LOGITS, FLOAT, ["batch_size", config.vocab_size])
+    present_shape = ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
+    for i, (new_keys, new_values) in enumerate(presents):
+        g.output(new_keys, present_key(i), FLOAT, present_shape)
+        g.output(new_values, present_value(i), FLOAT, present_shape)
+    return g.model()

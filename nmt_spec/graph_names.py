@@ -1,0 +1,40 @@
+"""Input and output names of the exported graphs (Hugging Face Optimum's conventions), shared
+by the exporter that writes them and the decoder that feeds them."""
+
+ENCODER_INPUT_IDS = "input_ids"
+ENCODER_HIDDEN_STATES = "encoder_hidden_states"
+ENCODER_MASK = "encoder_attention_mask"  # int32 (B, S): 1 for a real token, 0 for padding
+DECODER_INPUT_IDS = "input_ids"
+STEP = "step"  # int64 (1,): the target position being decoded
+LOGITS = "logits"
+# The RNN decoder's state (B, layers, H); an LSTM also has a cell state. The encoder emits the
+# first present_* state, each step turns past_* into present_*.
+RNN_PAST_HIDDEN = "past_hidden"
+RNN_PAST_CELL = "past_cell"
+RNN_PRESENT_HIDDEN = "present_hidden"
+RNN_PRESENT_CELL = "present_cell"
+ATTENTION_WEIGHTS = "attention_weights"  # (B, S): the RNN decoder's attention at this step
+
+
+def past_key(layer: int) -> str:
+    return f"past_key_values.{layer}.decoder.key"
+
+
+def past_value(layer: int) -> str:
+    return f"past_key_values.{layer}.decoder.value"
+
+
+def cross_key(layer: int) -> str:
+    return f"past_key_values.{layer}.encoder.key"
+
+
+def cross_value(layer: int) -> str:
+    return f"past_key_values.{layer}.encoder.value"
+
+
+def present_key(layer: int) -> str:
+    return f"present.{layer}.decoder.key"
+
+
+def present_value(layer: int) -> str:
+    return f"present.{layer}.decoder.value"

@@ -1,0 +1,90 @@
+"""Joint source/target SentencePiece tokenizer with the ids the models expect."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import sentencepiece as spm
+
+from nmt_spec.model_spec import SpecialIds
+
+
+def train_tokenizer(
+    sentences: Iterable[str],
+    model_path: str | Path,
+    vocab_size: int = 8000,
+    model_type: Literal["bpe", "unigram"] = "bpe",
+    special_ids: SpecialIds = SpecialIds(),
+    seed_sentencepiece_size: int = 1_000_000,
+) -> Tokenizer:
+    """Train a tokenizer on raw sentences and write it to ``model_path`` (a ``.model`` file)."""
+    model_bytes = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model_bytes,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=1.0,
+        pad_id=special_ids.pad,
+        unk_id=special_ids.unk,
+        bos_id=special_ids.bos,
+        eos_id=special_ids.eos,
+        seed_sentencepiece_size=seed_sentencepiece_size,
+        # Deterministic output: the same corpus always gives the same vocabulary.
+        num_threads=1,
+        minloglevel=2,
+    )
+    Path(model_path).write_bytes(model_bytes.getvalue())
+    return Tokenizer(model_path, special_ids)
+
+
+class Tokenizer:
+    """Text <-> subword ids. Encoded sequences end with eos; bos is the decoder's first input."""
+
+    def __init__(self, model_path: str | Path, special_ids: SpecialIds = SpecialIds()) -> None:
+        self.model_path = Path(model_path)
+        self._processor = spm.SentencePieceProcessor(model_file=str(model_path))
+        self.special_ids = special_ids
+        actual = SpecialIds(
+            pad=self._processor.pad_id(),
+            unk=self._processor.unk_id(),
+            bos=self._processor.bos_id(),
+            eos=self._processor.eos_id(),
+        )
+        if actual != special_ids:
+            raise ValueError(
+                f"tokenizer {model_path} has special ids {actual}, the model expects {special_ids}"
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        return self._processor.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self._processor.encode(text) + [self.special_ids.eos]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        eos = self.special_ids.eos
+        return [ids + [eos] for ids in self._processor.encode(list(texts))]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._processor.decode(self._strip_specials(ids))
+
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        return self._processor.decode([self._strip_specials(ids) for ids in batch])
+
+    def pieces(self, text: str) -> list[str]:
+        return self._processor.encode(text, out_type=str)
+
+    def _strip_specials(self, ids: Sequence[int]) -> list[int]:
+        special = self.special_ids
+        kept: list[int] = []
+        for token in ids:
+            if token == special.eos:
+                break
+            if token not in (special.pad, special.bos):
+                kept.append(int(token))
+        return kept

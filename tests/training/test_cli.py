@@ -1,0 +1,48 @@
+"""The training CLI, as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_help_lists_every_command_and_option() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "evaluate", "translate", "average"):
+        assert command in result.stdout
+    train_help = run_cli("train", "--help").stdout
+    for option in ("--config", "--out", "--resume", "--set"):
+        assert option in train_help
+
+
+def test_train_then_evaluate_and_translate_from_the_command_line(tiny_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    trained = run_cli(
+        "train", "--config", "configs/tiny.yaml", "--out", str(run),
+        "--set", f"data.directory={tiny_corpus}", "--set", "tokenizer.vocab_size=80",
+        "--set", "data.limit_train_pairs=null", "--set", "epochs=1", "--set", "progress=false",
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    evaluated = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), "--data-dir", str(tiny_corpus), "--split", "val", "--beam-size", "2")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert '"bleu"' in evaluated.stdout and '"chrf"' in evaluated.stdout
+    translated = subprocess.run(
+        [sys.executable, "-m", "training", "translate", "--checkpoint", str(run / "best.pt")],
+        cwd=ROOT, input="A man is riding a bike.\nTwo dogs play in the snow.\n", capture_output=True, text=True, timeout=600,
+    )
+    assert translated.returncode == 0, translated.stderr[-2000:]
+    assert len(translated.stdout.splitlines()) == 2
+
+
+def test_a_bad_config_option_fails_with_its_name() -> None:
+    result = run_cli("train", "--out", "/tmp/never", "--set", "optim.warmup=3")
+    assert result.returncode != 0
+    assert "warmup" in result.stderr

@@ -1,0 +1,138 @@
+"""The training loop on real sentence pairs: learning, exact resume, configs, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nmt_spec import ModelSpec, Tokenizer
+from tests.training.conftest import PARALLEL_PAIRS
+from training.checkpoint import average_checkpoints, load_model
+from training.config import TrainConfig, load_config
+from training.evaluate import translate
+from training.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+TINY_MODELS = {
+    "transformer": {"d_model": 64, "n_heads": 4, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 128, "dropout": 0.0},
+    "rnn": {"embed_dim": 64, "hidden_size": 128, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0},
+}
+
+
+def tiny_config(corpus: Path, architecture: str = "transformer", **options: object) -> TrainConfig:
+    """A config for a seconds-long run; options as 'section.option' or top-level names."""
+    overrides = {
+        "architecture": architecture,
+        **{f"model.{k}": v for k, v in TINY_MODELS[architecture].items()},
+        "tokenizer.vocab_size": 80,
+        "data.directory": str(corpus),
+        "data.max_length": 32,
+        "optim.learning_rate": 0.003,
+        "optim.warmup_steps": 20,
+        "optim.label_smoothing": 0.0,
+        "max_tokens": 300,
+        "epochs": 100,
+        "validate_bleu": False,
+        "progress": False,
+        "checkpoint_every": 1000,
+        **{key.replace("__", "."): value for key, value in options.items()},
+    }
+    return load_config(None, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
+
+
+def translate_run(run: Path, checkpoint: str, texts: list[str]) -> list[str]:
+    spec, model, _ = load_model(run / checkpoint)
+    return translate(model, Tokenizer(run / spec.tokenizer_file), spec, texts)
+
+
+@pytest.mark.parametrize("architecture", sorted(TINY_MODELS))
+def test_a_tiny_model_learns_to_reproduce_its_training_pairs_exactly(
+    tiny_corpus: Path, tmp_path: Path, architecture: str
+) -> None:
+    run = tmp_path / "run"
+    state = train(tiny_config(tiny_corpus, architecture, max_steps=300), run)
+    assert state.step == 300
+    sources = [en for en, _ in PARALLEL_PAIRS]
+    assert translate_run(run, "last.pt", sources) == [de for _, de in PARALLEL_PAIRS]
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_corpus: Path, tmp_path: Path) -> None:
+    # dropout on, so the random generator state has to be restored too
+    uninterrupted = tmp_path / "uninterrupted"
+    train(tiny_config(tiny_corpus, max_steps=9, epochs=5, model__dropout=0.1), uninterrupted)
+
+    interrupted = tmp_path / "interrupted"
+    train(tiny_config(tiny_corpus, max_steps=4, epochs=5, model__dropout=0.1), interrupted)
+    train(tiny_config(tiny_corpus, max_steps=9, epochs=5, model__dropout=0.1), interrupted, resume=True)
+
+    def losses(run: Path) -> dict[int, float]:
+        return {e["step"]: e["loss"] for e in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())}
+
+    assert losses(interrupted) == losses(uninterrupted)
+    assert len(losses(interrupted)) == 9
+    a = torch.load(uninterrupted / "last.pt", weights_only=False)["model"]
+    b = torch.load(interrupted / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_run_writes_the_hand_off_files_and_a_plot(tiny_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_corpus, epochs=2, validate_bleu=True), run)
+    spec = ModelSpec.load(run / "model_spec.json")
+    assert spec.architecture == "transformer" and spec.config.d_model == 64
+    assert (run / spec.tokenizer_file).exists()
+    history = json.loads((run / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    assert all(entry["valid_bleu"] is not None for entry in history)
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"best.pt", "epoch1.pt", "epoch2.pt", "last.pt"} <= {p.name for p in run.iterdir()}
+
+
+def test_unknown_config_options_are_named_in_the_error() -> None:
+    with pytest.raises(ValueError, match="learning_rat"):
+        load_config(None, ["optim.learning_rat=0.1"])
+    with pytest.raises(ValueError, match="architecture"):
+        load_config(None, ["architecture=lstm"])
+
+
+def test_config_files_in_the_repository_load() -> None:
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        config = load_config(path)
+        assert config.model.vocab_size == config.tokenizer.vocab_size
+
+
+def test_averaging_checkpoints_gives_the_mean_of_their_weights(tiny_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(tiny_corpus, epochs=2), run)
+    average_checkpoints([run / "epoch1.pt", run / "epoch2.pt"], run / "average.pt")
+    first, second, mean = (torch.load(run / name, weights_only=True)["model"] for name in ("epoch1.pt", "epoch2.pt", "average.pt"))
+    for name in first:
+        torch.testing.assert_close(mean[name], (first[name] + second[name]) / 2)
+    assert translate_run(run, "average.pt", ["A man is riding a bike."])  # loads and decodes
+
+
+def test_torchrun_trains_with_two_processes(tiny_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "training", "train", "--out", str(run),
+        "--set", f"data.directory={tiny_corpus}", "--set", "tokenizer.vocab_size=80",
+        "--set", "model.d_model=32", "--set", "model.n_heads=2", "--set", "model.d_ff=64",
+        "--set", "model.n_encoder_layers=1", "--set", "model.n_decoder_layers=1",
+        "--set", "max_tokens=200", "--set", "epochs=2", "--set", "validate_bleu=false",
+        "--set", "progress=false",
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((run / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    assert (run / "best.pt").exists()

@@ -1,0 +1,1 @@
+"""Training of the PyTorch translation models: data, models, search, training loop, evaluation."""

@@ -1,0 +1,97 @@
+"""Command line: python -m training {train,evaluate,translate,average} --help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from nmt_spec import Tokenizer
+from training.checkpoint import average_checkpoints, load_model
+from training.config import DataConfig, load_config
+from training.data import read_parallel
+from training.evaluate import score, translate
+
+
+def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a best.pt, last.pt, epochN.pt or averaged .pt file; its tokenizer must lie beside it")
+    parser.add_argument("--beam-size", type=int, default=1, help="1 is greedy search (default: %(default)s)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="beam scores are divided by length**length_penalty (default: %(default)s)")
+    parser.add_argument("--max-batch-tokens", type=int, default=4000, help="padded source tokens x beam per decoding batch (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, evaluate and use the PyTorch translation models (attention RNN, Transformer).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model from a config file",
+        description="Train a model. Writes into --out: config.yaml, tokenizer.model, model_spec.json, "
+        "last.pt (resumable, every checkpoint_every steps), epochN.pt, best.pt (best validation BLEU), "
+        "train_log.jsonl, history.json and curves.png. Under torchrun, trains with DDP.",
+    )
+    train.add_argument("--config", type=Path, default=None, help="YAML config (see configs/); defaults apply to what it leaves out")
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue exactly from <out>/last.pt")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE", help="override a config value, e.g. --set epochs=2 --set optim.learning_rate=5e-4 (repeatable)")
+
+    evaluate = commands.add_parser("evaluate", help="translate a corpus split and score it with sacreBLEU and chrF")
+    _add_decoding_options(evaluate)
+    evaluate.add_argument("--split", default="test2016", help="file stem in --data-dir (default: %(default)s)")
+    evaluate.add_argument("--data-dir", default=DataConfig.directory, help="corpus directory (default: %(default)s)")
+    evaluate.add_argument("--hypotheses", type=Path, default=None, help="also write the translations here, one per line")
+
+    translate_command = commands.add_parser("translate", help="translate sentences given as arguments, or stdin lines")
+    _add_decoding_options(translate_command)
+    translate_command.add_argument("texts", nargs="*", help="sentences to translate; none: read stdin")
+
+    average = commands.add_parser("average", help="average the weights of several checkpoints of one run")
+    average.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files, e.g. runs/x/epoch*.pt")
+    average.add_argument("--output", required=True, type=Path, help="where to write the averaged checkpoint (beside its tokenizer)")
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec, model, _ = load_model(args.checkpoint)
+    tokenizer = Tokenizer(args.checkpoint.parent / spec.tokenizer_file, spec.special_ids)
+    return spec, model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "train":
+        from training.train import train
+
+        config = load_config(args.config, args.overrides)
+        state = train(config, args.out, resume=args.resume)
+        print(json.dumps({"step": state.step, "best_valid_bleu": state.best_bleu, "run": str(args.out)}))
+    elif args.command == "evaluate":
+        spec, model, tokenizer = _load(args)
+        data = DataConfig(directory=args.data_dir, source_language=spec.source_language, target_language=spec.target_language)
+        sources, references = read_parallel(data, args.split)
+        hypotheses = translate(model, tokenizer, spec, sources, args.beam_size, args.length_penalty, args.max_batch_tokens)
+        if args.hypotheses:
+            args.hypotheses.write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+        search = "greedy" if args.beam_size == 1 else f"beam {args.beam_size}, length_penalty {args.length_penalty}"
+        print(json.dumps({"split": args.split, "sentences": len(sources), "search": search, **score(hypotheses, references).as_dict()}))
+    elif args.command == "translate":
+        spec, model, tokenizer = _load(args)
+        texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        for translation in translate(model, tokenizer, spec, texts, args.beam_size, args.length_penalty, args.max_batch_tokens):
+            print(translation)
+    elif args.command == "average":
+        average_checkpoints(args.checkpoints, args.output)
+        print(f"averaged {len(args.checkpoints)} checkpoints into {args.output}")
+    return 0

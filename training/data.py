@@ -1,0 +1,119 @@
+"""Parallel corpus reading, encoding and length-bucketed batching by token count."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from nmt_spec import Tokenizer
+from training.config import DataConfig
+
+
+def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        lines = [line.rstrip("\n") for line in handle]
+    return lines[:limit] if limit is not None else lines
+
+
+def split_paths(config: DataConfig, split: str) -> tuple[Path, Path]:
+    directory = Path(config.directory)
+    return (
+        directory / f"{split}.{config.source_language}",
+        directory / f"{split}.{config.target_language}",
+    )
+
+
+def read_parallel(config: DataConfig, split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
+    source_path, target_path = split_paths(config, split)
+    sources, targets = read_lines(source_path, limit), read_lines(target_path, limit)
+    if len(sources) != len(targets):
+        raise ValueError(f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}")
+    return sources, targets
+
+
+@dataclass
+class EncodedCorpus:
+    sources: list[list[int]]  # each ends with eos
+    targets: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def encode_corpus(
+    tokenizer: Tokenizer, sources: list[str], targets: list[str], max_length: int | None = None
+) -> EncodedCorpus:
+    encoded_sources = tokenizer.encode_batch(sources)
+    encoded_targets = tokenizer.encode_batch(targets)
+    pairs = [
+        (s, t)
+        for s, t in zip(encoded_sources, encoded_targets)
+        if max_length is None or (len(s) <= max_length and len(t) + 1 <= max_length)
+    ]
+    return EncodedCorpus([s for s, _ in pairs], [t for _, t in pairs])
+
+
+def token_batches(lengths: list[tuple[int, int]], max_tokens: int, seed: int | None) -> list[list[int]]:
+    """Group example indices into batches of similar length whose padded size
+    (examples x longest side) stays within max_tokens. With a seed, lengths are broken into
+    ties randomly and the batch order is shuffled: the same seed gives the same batches."""
+    rng = random.Random(seed)
+    tie_break = [rng.random() for _ in lengths] if seed is not None else [0.0] * len(lengths)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i][0], lengths[i][1], tie_break[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        longest_with = max(longest, *lengths[index])
+        if current and longest_with * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, longest_with = [], max(lengths[index])
+        current.append(index)
+        longest = longest_with
+    if current:
+        batches.append(current)
+    if seed is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def pad(sequences: list[list[int]], pad_id: int) -> Tensor:
+    longest = max(len(s) for s in sequences)
+    batch = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        batch[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    return batch
+
+
+@dataclass
+class Batch:
+    src: Tensor  # (B, S)
+    tgt_in: Tensor  # (B, T): bos + target
+    tgt_out: Tensor  # (B, T): target + eos, pad where tgt_in is pad
+    pad_id: int = 0
+
+    @property
+    def target_tokens(self) -> int:
+        return int(self.tgt_out.ne(self.pad_id).sum())
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.pad_id)
+
+
+def make_batch(corpus: EncodedCorpus, indices: list[int], pad_id: int, bos_id: int) -> Batch:
+    targets = [corpus.targets[i] for i in indices]
+    return Batch(
+        src=pad([corpus.sources[i] for i in indices], pad_id),
+        tgt_in=pad([[bos_id] + t[:-1] for t in targets], pad_id),
+        tgt_out=pad(targets, pad_id),
+        pad_id=pad_id,
+    )
+
+
+def epoch_batches(corpus: EncodedCorpus, max_tokens: int, seed: int, epoch: int) -> list[list[int]]:
+    lengths = [(len(s), len(t)) for s, t in zip(corpus.sources, corpus.targets)]
+    return token_batches(lengths, max_tokens, seed=seed * 100_003 + epoch)
