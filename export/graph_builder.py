@@ -56,6 +56,12 @@ class GraphBuilder:
         y = self.op("MatMul", [x, self.constant(f"{prefix}.weight", weight.T)])
         return self.op("Add", [y, self.constant(f"{prefix}.bias", bias)]) if bias is not None else y
 
+    def tied_embedding(self, ids: str, transposed_table: str) -> str:
+        """Rows of the embedding for ids (B, L) -> (B, L, D), read from the (D, V) transpose that
+        the output projection multiplies by, so a tied matrix is stored once."""
+        columns = self.op("Gather", [transposed_table, ids], axis=1)  # (D, B, L)
+        return self.op("Transpose", [columns], perm=[1, 2, 0])
+
     def layer_norm(self, x: str, weight: np.ndarray, bias: np.ndarray, prefix: str, epsilon: float = 1e-5) -> str:
         return self.op(
             "LayerNormalization",

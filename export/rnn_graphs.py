@@ -104,8 +104,9 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     mask = g.input(ENCODER_MASK, INT32, ["batch_size", "encoder_sequence_length"])
     hidden = g.input(RNN_PAST_HIDDEN, FLOAT, state_shape)
     cell = g.input(RNN_PAST_CELL, FLOAT, state_shape) if config.cell == "lstm" else None
-    embedding = "src_embed" if config.tie_embeddings else "tgt_embed"
-    x = g.op("Transpose", [r.embed(ids, embedding)], perm=[1, 0, 2])  # (1, B, E)
+    # The output projection is always tied to the target embedding (AttentionRNN): one matrix.
+    output_weight = g.constant("output_proj.weight", weights["output_proj.weight"].T)
+    x = g.op("Transpose", [g.tied_embedding(ids, output_weight)], perm=[1, 0, 2])  # (1, B, E)
     batch_lengths = g.op("Cast", [g.op("Expand", [g.constant("one_i", np.array([1], np.int64)), g.op("Shape", [ids], start=0, end=1)])], to=INT32)
     layer_states = g.op("Transpose", [hidden], perm=[1, 0, 2])  # (L, B, H)
     layer_cells = g.op("Transpose", [cell], perm=[1, 0, 2]) if cell else None
@@ -130,7 +131,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     context = g.op("MatMul", [attention, memory])  # (B, 1, H)
     attentional = g.op("Tanh", [g.linear(g.op("Concat", [context, query], axis=-1), weights["combine.weight"], weights["combine.bias"], "combine")])
     readout = g.linear(attentional, weights["readout.weight"], weights["readout.bias"], "readout")
-    logits = g.op("MatMul", [readout, g.constant("output_proj.weight", weights["output_proj.weight"].T)])
+    logits = g.op("MatMul", [readout, output_weight])
     axis_one = g.constant("squeeze_axis", np.array([1], np.int64))
     g.output(g.op("Squeeze", [logits, axis_one]), LOGITS, FLOAT, ["batch_size", config.vocab_size])
     g.output(g.op("Transpose", [g.op("Concat", new_hidden, axis=0)], perm=[1, 0, 2]), RNN_PRESENT_HIDDEN, FLOAT, state_shape)

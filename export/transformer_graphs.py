@@ -56,12 +56,10 @@ class _TransformerGraph:
     def position_table(self) -> str:
         return self.g.constant("positions.table", _position_table(self.config, self.weights))
 
-    def embed(self, ids: str, embedding: str, position_rows: str) -> str:
-        """embedding(ids) * sqrt(d_model) + the rows of the position table for these positions."""
-        g = self.g
-        table = g.constant(f"{embedding}.weight", self.w(f"{embedding}.weight"))
-        scale = g.constant(f"{embedding}.scale", np.array(math.sqrt(self.config.d_model), np.float32))
-        return g.op("Add", [g.op("Mul", [g.op("Gather", [table, ids]), scale]), position_rows])
+    def embed(self, token_vectors: str, position_rows: str) -> str:
+        """token embeddings * sqrt(d_model) + the rows of the position table for these positions."""
+        scale = self.g.constant("embed_scale", np.array(math.sqrt(self.config.d_model), np.float32))
+        return self.g.op("Add", [self.g.op("Mul", [token_vectors, scale]), position_rows])
 
     def split_heads(self, x: str) -> str:
         """(B, L, D) -> (B, H, L, Dh)."""
@@ -113,7 +111,8 @@ def build_encoder(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     # optimizer rewrites that into a Slice with scalar starts and then fails to run it.)
     length = g.op("Shape", [ids], start=1, end=2)
     zero = g.constant("zero", np.array([0], np.int64))
-    x = t.embed(ids, "src_embed", g.op("Slice", [t.position_table(), zero, length, zero]))
+    token_vectors = g.op("Gather", [g.constant("src_embed.weight", t.w("src_embed.weight")), ids])
+    x = t.embed(token_vectors, g.op("Slice", [t.position_table(), zero, length, zero]))
     for i in range(config.n_encoder_layers):
         prefix = f"encoder_layers.{i}"
 
@@ -158,8 +157,13 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
                 g.input(cross_value(i), FLOAT, cross_shape),
             )
         )
-    embedding = "src_embed" if config.tie_embeddings else "tgt_embed"
-    x = t.embed(ids, embedding, g.op("Gather", [t.position_table(), step]))
+    if config.tie_embeddings:
+        output_weight = g.constant("output_proj.weight", t.w("src_embed.weight").T)
+        token_vectors = g.tied_embedding(ids, output_weight)
+    else:
+        output_weight = g.constant("output_proj.weight", t.w("output_proj.weight").T)
+        token_vectors = g.op("Gather", [g.constant("tgt_embed.weight", t.w("tgt_embed.weight")), ids])
+    x = t.embed(token_vectors, g.op("Gather", [t.position_table(), step]))
     presents: list[tuple[str, str]] = []
     for i, (key_cache, value_cache, keys, values) in enumerate(caches):
         prefix = f"decoder_layers.{i}"
@@ -182,8 +186,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
         x = t.sublayer(x, f"{prefix}.ff_sublayer", lambda y, prefix=prefix: t.feed_forward(y, f"{prefix}.feed_forward"))
     x = t.final_norm(x, "decoder_norm")
     squeezed = g.op("Squeeze", [x, g.constant("axis_one", np.array([1], np.int64))])
-    output_weight = t.w(f"{embedding}.weight") if config.tie_embeddings else t.w("output_proj.weight")
-    logits = g.op("MatMul", [squeezed, g.constant("output_proj.weight", output_weight.T)])
+    logits = g.op("MatMul", [squeezed, output_weight])
     g.output(logits, LOGITS, FLOAT, ["batch_size", config.vocab_size])
     present_shape = ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
     for i, (new_keys, new_values) in enumerate(presents):

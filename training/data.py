@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from decoding.batching import token_batches
 from nmt_spec import Tokenizer
 from training.config import DataConfig
 
@@ -55,30 +55,6 @@ def encode_corpus(
         if max_length is None or (len(s) <= max_length and len(t) + 1 <= max_length)
     ]
     return EncodedCorpus([s for s, _ in pairs], [t for _, t in pairs])
-
-
-def token_batches(lengths: list[tuple[int, int]], max_tokens: int, seed: int | None) -> list[list[int]]:
-    """Group example indices into batches of similar length whose padded size
-    (examples x longest side) stays within max_tokens. With a seed, lengths are broken into
-    ties randomly and the batch order is shuffled: the same seed gives the same batches."""
-    rng = random.Random(seed)
-    tie_break = [rng.random() for _ in lengths] if seed is not None else [0.0] * len(lengths)
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i][0], lengths[i][1], tie_break[i]))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for index in order:
-        longest_with = max(longest, *lengths[index])
-        if current and longest_with * (len(current) + 1) > max_tokens:
-            batches.append(current)
-            current, longest_with = [], max(lengths[index])
-        current.append(index)
-        longest = longest_with
-    if current:
-        batches.append(current)
-    if seed is not None:
-        rng.shuffle(batches)
-    return batches
 
 
 def pad(sequences: list[list[int]], pad_id: int) -> Tensor:

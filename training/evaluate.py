@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import sacrebleu
 import torch
 
+from decoding.batching import SearchOptions, search_batches
 from nmt_spec import ModelSpec, Tokenizer
-from training.data import pad, token_batches
 from training.models import Seq2SeqModel
-from training.search import beam_search, greedy_search
+from training.search import TorchIncrementalDecoder
 
 
 @dataclass
@@ -48,21 +49,10 @@ def translate(
     """Translate raw sentences, batched by length; beam_size 1 is greedy search."""
     model.eval()
     sources = [ids[: spec.max_source_length] for ids in tokenizer.encode_batch(texts)]
-    max_decoding_length = spec.max_target_length
-    # Batches are sized for the decoder: beams multiply the rows, outputs may be longer.
-    lengths = [(len(s) * beam_size, len(s) * beam_size) for s in sources]
-    outputs: list[list[int]] = [[] for _ in texts]
-    for indices in token_batches(lengths, max_batch_tokens, seed=None):
-        src = pad([sources[i] for i in indices], spec.special_ids.pad).to(device)
-        if beam_size == 1:
-            best = greedy_search(model, src, spec.special_ids, max_decoding_length)
-        else:
-            best = [
-                nbest[0]
-                for nbest in beam_search(
-                    model, src, spec.special_ids, max_decoding_length, beam_size, length_penalty
-                )
-            ]
-        for index, hypothesis in zip(indices, best):
-            outputs[index] = hypothesis.tokens
-    return tokenizer.decode_batch(outputs)
+    options = SearchOptions(beam_size=beam_size, length_penalty=length_penalty, max_decoding_length=spec.max_target_length)
+
+    def start(batch: np.ndarray) -> TorchIncrementalDecoder:
+        return TorchIncrementalDecoder(model, torch.from_numpy(batch).to(device))
+
+    nbest = search_batches(sources, start, spec.special_ids, options, max_batch_tokens)
+    return tokenizer.decode_batch([hypotheses[0].tokens for hypotheses in nbest])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nmt_spec import ModelSpec, RNNConfig, SpecialIds, TransformerConfig
+from tests.tiny_runs import write_tiny_corpus
 from training.models import Seq2SeqModel, build_model
 
 # Tests measure behaviour, not speed: one thread keeps them predictable on a shared 2-core box.
@@ -33,24 +34,6 @@ def random_tokens(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(4, VOCAB, (batch, length), generator=generator)
 
 
-PARALLEL_PAIRS = [
-    ("A man is riding a bike.", "Ein Mann fährt Fahrrad."),
-    ("Two dogs play in the snow.", "Zwei Hunde spielen im Schnee."),
-    ("A girl is reading a book.", "Ein Mädchen liest ein Buch."),
-    ("The boy jumps into the water.", "Der Junge springt ins Wasser."),
-    ("A woman is cooking dinner.", "Eine Frau kocht das Abendessen."),
-    ("Three people walk down the street.", "Drei Leute gehen die Straße entlang."),
-]
-
-
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
-    """A corpus directory of a handful of real sentence pairs: val holds them once, train 64
-    times over, so an epoch is several steps and per-epoch work (validation, plots) stays rare."""
-    directory = tmp_path / "corpus"
-    directory.mkdir()
-    for split, copies in (("train", 64), ("val", 1)):
-        for side, language in ((0, "en"), (1, "de")):
-            lines = [pair[side] for pair in PARALLEL_PAIRS] * copies
-            (directory / f"{split}.{language}").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return directory
+    return write_tiny_corpus(tmp_path / "corpus")

@@ -12,40 +12,13 @@ import pytest
 import torch
 
 from nmt_spec import ModelSpec, Tokenizer
-from tests.training.conftest import PARALLEL_PAIRS
+from tests.tiny_runs import PARALLEL_PAIRS, TINY_MODELS, tiny_config
 from training.checkpoint import average_checkpoints, load_model
-from training.config import TrainConfig, load_config
+from training.config import load_config
 from training.evaluate import translate
 from training.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-TINY_MODELS = {
-    "transformer": {"d_model": 64, "n_heads": 4, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 128, "dropout": 0.0},
-    "rnn": {"embed_dim": 64, "hidden_size": 128, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0},
-}
-
-
-def tiny_config(corpus: Path, architecture: str = "transformer", **options: object) -> TrainConfig:
-    """A config for a seconds-long run; options as 'section.option' or top-level names."""
-    overrides = {
-        "architecture": architecture,
-        **{f"model.{k}": v for k, v in TINY_MODELS[architecture].items()},
-        "tokenizer.vocab_size": 80,
-        "data.directory": str(corpus),
-        "data.max_length": 32,
-        "optim.learning_rate": 0.003,
-        "optim.warmup_steps": 20,
-        "optim.label_smoothing": 0.0,
-        "max_tokens": 300,
-        "epochs": 100,
-        "validate_bleu": False,
-        "progress": False,
-        "checkpoint_every": 1000,
-        **{key.replace("__", "."): value for key, value in options.items()},
-    }
-    return load_config(None, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
 
 
 def translate_run(run: Path, checkpoint: str, texts: list[str]) -> list[str]:

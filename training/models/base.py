@@ -7,7 +7,6 @@ inputs and outputs.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 Encoded = dict[str, Tensor]  # what the decoder reads from the source, e.g. memory and its mask
@@ -46,7 +45,3 @@ def reorder(tensors: dict[str, Tensor], indices: Tensor) -> dict[str, Tensor]:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def masked_fill_value(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).min

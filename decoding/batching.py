@@ -1,0 +1,76 @@
+"""Grouping sentences into length-sorted batches bounded by padded tokens, and running a search
+over each batch."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from decoding.search import Hypothesis, IncrementalDecoder, beam_search, greedy_search
+from nmt_spec import SpecialIds
+
+def token_batches(lengths: list[tuple[int, int]], max_tokens: int, seed: int | None) -> list[list[int]]:
+    """Group example indices into batches of similar length whose padded size
+    (examples x longest side) stays within max_tokens. With a seed, lengths are broken into
+    ties randomly and the batch order is shuffled: the same seed gives the same batches."""
+    rng = random.Random(seed)
+    tie_break = [rng.random() for _ in lengths] if seed is not None else [0.0] * len(lengths)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i][0], lengths[i][1], tie_break[i]))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for index in order:
+        longest_with = max(longest, *lengths[index])
+        if current and longest_with * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, longest_with = [], max(lengths[index])
+        current.append(index)
+        longest = longest_with
+    if current:
+        batches.append(current)
+    if seed is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def pad_ids(sequences: list[list[int]], pad_id: int) -> np.ndarray:
+    batch = np.full((len(sequences), max(len(s) for s in sequences)), pad_id, dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        batch[row, : len(sequence)] = sequence
+    return batch
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    beam_size: int = 1  # 1: greedy search
+    length_penalty: float = 1.0
+    num_hypotheses: int = 1
+    max_decoding_length: int = 128
+
+
+def search_batches(
+    sources: list[list[int]],
+    start: Callable[[np.ndarray], IncrementalDecoder],
+    special: SpecialIds,
+    options: SearchOptions,
+    max_batch_tokens: int,
+) -> list[list[Hypothesis]]:
+    """N-best lists for token-id sources (each ending in eos), in input order. `start` encodes a
+    padded (B, S) batch and returns its decoder. Batches are sorted by length and sized by
+    rows x longest source, beams counted as rows."""
+    lengths = [(len(s) * options.beam_size, len(s) * options.beam_size) for s in sources]
+    results: list[list[Hypothesis]] = [[] for _ in sources]
+    for indices in token_batches(lengths, max_batch_tokens, seed=None):
+        decoder = start(pad_ids([sources[i] for i in indices], special.pad))
+        if options.beam_size == 1:
+            nbest = [[h] for h in greedy_search(decoder, len(indices), special, options.max_decoding_length)]
+        else:
+            nbest = beam_search(
+                decoder, len(indices), special, options.max_decoding_length, options.beam_size, options.length_penalty, options.num_hypotheses
+            )
+        for index, hypotheses in zip(indices, nbest):
+            results[index] = hypotheses
+    return results

@@ -1,0 +1,60 @@
+"""Text in, translations out, on one variant of an exported model (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from decoding.batching import SearchOptions, search_batches
+from decoding.onnx_decoder import OnnxSeq2Seq
+from decoding.runtime import RuntimeConfig, create_session
+from nmt_spec import ModelSpec, Tokenizer
+from nmt_spec.manifest import Manifest, ManifestError
+
+
+@dataclass
+class TranslationHypothesis:
+    text: str
+    tokens: list[int]  # target token ids, without bos and eos
+    score: float  # sum of token log-probabilities
+    normalized_score: float
+
+
+class Translator:
+    def __init__(self, model: OnnxSeq2Seq, spec: ModelSpec, tokenizer: Tokenizer, max_batch_tokens: int = 4000) -> None:
+        self.model = model
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.max_batch_tokens = max_batch_tokens
+
+    @classmethod
+    def from_graphs(cls, encoder: Path, decoder: Path, spec: ModelSpec, tokenizer: Tokenizer, runtime: RuntimeConfig = RuntimeConfig()) -> Translator:
+        return cls(OnnxSeq2Seq(create_session(str(encoder), runtime), create_session(str(decoder), runtime)), spec, tokenizer)
+
+    @classmethod
+    def from_repository(cls, version_directory: Path, variant: str = "fp32", runtime: RuntimeConfig = RuntimeConfig(), manifest: Manifest | None = None) -> Translator:
+        """Load models/<name>/<version>/ as its manifest describes (files verified by sha256)."""
+        manifest = manifest or Manifest.load(version_directory)
+        if variant not in manifest.variants:
+            raise ManifestError(f"{version_directory}: no variant {variant!r}; it has {sorted(manifest.variants)}")
+        graphs = manifest.variants[variant]
+        tokenizer = Tokenizer(version_directory / manifest.tokenizer_file, manifest.spec.special_ids)
+        return cls.from_graphs(version_directory / graphs.encoder.file, version_directory / graphs.decoder.file, manifest.spec, tokenizer, runtime)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer.encode_batch(texts)
+
+    def translate_ids(self, sources: list[list[int]], options: SearchOptions) -> list[list[TranslationHypothesis]]:
+        nbest = search_batches(sources, self.model.start, self.spec.special_ids, options, self.max_batch_tokens)
+        texts = self.tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses])
+        results, position = [], 0
+        for hypotheses in nbest:
+            results.append([TranslationHypothesis(texts[position + i], h.tokens, h.score, h.normalized_score) for i, h in enumerate(hypotheses)])
+            position += len(hypotheses)
+        return results
+
+    def translate(self, texts: list[str], options: SearchOptions | None = None) -> list[str]:
+        """Best translation of each text (greedy by default), sources cut at the model's maximum."""
+        options = options or SearchOptions(max_decoding_length=self.spec.max_target_length)
+        sources = [ids[: self.spec.max_source_length] for ids in self.encode(texts)]
+        return [hypotheses[0].text for hypotheses in self.translate_ids(sources, options)]

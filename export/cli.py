@@ -1,0 +1,51 @@
+"""Command line: python -m export --checkpoint runs/x/best.pt --name transformer-en-de --version 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from export.exporter import ExportConfig, export_model
+from export.variants import VARIANTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ExportConfig(checkpoint=Path(), name="")
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export a trained checkpoint to ONNX (encoder + incremental decoder step, with fused "
+        "MultiHeadAttention and LayerNormalization nodes), check it against PyTorch, measure BLEU, and write "
+        "models/<name>/<version>/ with manifest.json for the server.",
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="best.pt or an averaged checkpoint; its tokenizer must lie beside it")
+    parser.add_argument("--name", required=True, help="model name in the repository, e.g. transformer-en-de")
+    parser.add_argument("--version", default=defaults.version, help="version directory, a whole number (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=defaults.output_root, help="model repository root (default: %(default)s)")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(defaults.variants), help="precisions to write (default: %(default)s); fp32 is always written")
+    parser.add_argument("--data-dir", default=defaults.data_directory, help="corpus directory for parity and BLEU (default: %(default)s)")
+    parser.add_argument("--parity-sentences", type=int, default=defaults.parity_sentences, help="validation sentences compared with PyTorch (default: %(default)s)")
+    parser.add_argument("--bleu-split", default=defaults.bleu_split, help="split to measure BLEU on; 'none' skips it (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.version.isdigit():
+        raise SystemExit(f"--version must be a whole number, got {args.version!r}")
+    variants = tuple(dict.fromkeys(["fp32", *args.variants]))
+    config = ExportConfig(
+        checkpoint=args.checkpoint,
+        name=args.name,
+        version=args.version,
+        output_root=args.out,
+        variants=variants,
+        data_directory=args.data_dir,
+        parity_sentences=args.parity_sentences,
+        bleu_split=None if args.bleu_split.lower() == "none" else args.bleu_split,
+        overwrite=args.overwrite,
+    )
+    export_model(config)
+    return 0

@@ -1,0 +1,153 @@
+"""Checkpoint -> models/<name>/<version>/: graphs, variants, tokenizer, parity, BLEU, manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import torch
+
+from decoding.onnx_decoder import OnnxSeq2Seq
+from decoding.runtime import RuntimeConfig, create_session
+from decoding.translator import Translator
+from export.graph_builder import OPSET
+from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
+from export.parity import measure_parity
+from export.variants import VARIANTS, write_variant
+from nmt_spec import Tokenizer
+from nmt_spec.manifest import GraphInfo, Manifest, TensorInfo, Variant, sha256_of
+from training.checkpoint import load_model
+from training.config import DataConfig
+from training.data import read_parallel
+from training.evaluate import score, translate
+
+TOKENIZER_FILE = "tokenizer.model"
+PARITY_REPORT_FILE = "parity_report.json"
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: Path
+    name: str
+    version: str = "1"
+    output_root: Path = Path("models")
+    variants: tuple[str, ...] = ("fp32", "int8", "fp16")
+    data_directory: str = DataConfig.directory
+    parity_split: str = "val"
+    parity_sentences: int = 200
+    bleu_split: str | None = "test2016"  # None skips the BLEU measurement
+    overwrite: bool = False
+    runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(device="cpu"))
+
+
+def graph_info(path: Path) -> GraphInfo:
+    graph = onnx.load(path, load_external_data=False).graph
+
+    def describe(values) -> list[TensorInfo]:
+        return [
+            TensorInfo(
+                name=v.name,
+                dtype=onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                shape=[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+            )
+            for v in values
+        ]
+
+    return GraphInfo(path.name, describe(graph.input), describe(graph.output))
+
+
+def export_model(config: ExportConfig, progress: Callable[[str], None] = print) -> Manifest:
+    target = config.output_root / config.name / config.version
+    if target.exists() and not config.overwrite:
+        raise FileExistsError(f"{target} exists; pick another --version or pass --overwrite")
+    spec, model, _ = load_model(config.checkpoint)
+    tokenizer = Tokenizer(config.checkpoint.parent / spec.tokenizer_file, spec.special_ids)
+    weights = {name: value.detach().numpy() for name, value in model.state_dict().items()}
+
+    data = DataConfig(directory=config.data_directory, source_language=spec.source_language, target_language=spec.target_language)
+    parity_sources, parity_targets = read_parallel(data, config.parity_split, config.parity_sentences)
+    source_ids = [ids[: spec.max_source_length] for ids in tokenizer.encode_batch(parity_sources)]
+    target_ids = [ids[: spec.max_target_length - 1] for ids in tokenizer.encode_batch(parity_targets)]
+    bleu_data = read_parallel(data, config.bleu_split) if config.bleu_split else None
+
+    config.output_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{config.name}-{config.version}-", dir=config.output_root))
+    try:
+        progress(f"[1/4] building ONNX graphs of the {spec.architecture} (opset {OPSET})")
+        encoder, decoder = build_graphs(spec, weights)
+        onnx.save(encoder, staging / ENCODER_FILE.format(suffix=""))
+        onnx.save(decoder, staging / DECODER_FILE.format(suffix=""))
+        shutil.copyfile(config.checkpoint.parent / spec.tokenizer_file, staging / TOKENIZER_FILE)
+
+        progress(f"[2/4] writing variants {', '.join(config.variants)}")
+        for name in config.variants:
+            recipe = VARIANTS[name]
+            if recipe.file_suffix:
+                for pattern in (ENCODER_FILE, DECODER_FILE):
+                    write_variant(recipe, staging / pattern.format(suffix=""), staging / pattern.format(suffix=recipe.file_suffix))
+
+        reference_bleu = None
+        if bleu_data:
+            progress(f"[3/4] PyTorch greedy BLEU on {config.bleu_split} ({len(bleu_data[0])} sentences)")
+            with torch.no_grad():
+                reference_bleu = score(translate(model, tokenizer, spec, bleu_data[0]), bleu_data[1])
+
+        variants: dict[str, Variant] = {}
+        report: dict[str, dict] = {}
+        for name in config.variants:
+            recipe = VARIANTS[name]
+            encoder_path = staging / ENCODER_FILE.format(suffix=recipe.file_suffix)
+            decoder_path = staging / DECODER_FILE.format(suffix=recipe.file_suffix)
+            variant = Variant(graph_info(encoder_path), graph_info(decoder_path), recipe.intended_device)
+            try:
+                onnx_model = OnnxSeq2Seq(create_session(str(encoder_path), config.runtime), create_session(str(decoder_path), config.runtime))
+            except Exception as error:  # e.g. fp16 kernels that exist only on CUDA
+                variant.parity = {"status": f"not measured on {config.runtime.device}: {str(error).splitlines()[0][:200]}"}
+                progress(f"[4/4] {name}: cannot run here ({variant.parity['status']})")
+            else:
+                progress(f"[4/4] {name}: parity on {len(source_ids)} {config.parity_split} sentences" + (f", BLEU on {config.bleu_split}" if bleu_data else ""))
+                variant.parity = measure_parity(model, onnx_model, spec, source_ids, target_ids).as_dict()
+                if bleu_data:
+                    translations = Translator(onnx_model, spec, tokenizer).translate(bleu_data[0])
+                    scores = score(translations, bleu_data[1])
+                    variant.evaluation = {
+                        "split": config.bleu_split,
+                        "search": "greedy",
+                        **scores.as_dict(),
+                        "bleu_change_vs_pytorch": round(scores.bleu - reference_bleu.bleu, 2),
+                    }
+            variants[name] = variant
+            report[name] = {"parity": variant.parity, "evaluation": variant.evaluation}
+
+        files = {path.name: sha256_of(path) for path in sorted(staging.iterdir()) if path.is_file()}
+        manifest = Manifest(config.name, config.version, spec, TOKENIZER_FILE, OPSET, variants, files)
+        manifest.save(staging)
+        report["pytorch"] = {"evaluation": {"split": config.bleu_split, "search": "greedy", **reference_bleu.as_dict()}} if reference_bleu else {}
+        (staging / PARITY_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    progress(format_report(report))
+    progress(f"wrote {target}")
+    return manifest
+
+
+def format_report(report: dict[str, dict]) -> str:
+    lines = ["variant  max|dlogit|  greedy identical  BLEU    chrF   dBLEU vs PyTorch"]
+    for name, entry in report.items():
+        parity, evaluation = entry.get("parity", {}), entry.get("evaluation", {})
+        identical = f"{parity['greedy_identical']}/{parity['greedy_compared']}" if "greedy_compared" in parity else "-"
+        difference = f"{parity['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in parity else parity.get("status", "-")[:40]
+        lines.append(
+            f"{name:<8} {difference:>11}  {identical:>16}  {evaluation.get('bleu', '-'):>6}  {evaluation.get('chrf', '-'):>6}  {evaluation.get('bleu_change_vs_pytorch', '-'):>6}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""How closely the exported graphs follow the PyTorch model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from decoding.batching import SearchOptions, pad_ids, search_batches, token_batches
+from decoding.onnx_decoder import OnnxSeq2Seq
+from nmt_spec import ModelSpec
+from training.models import Seq2SeqModel
+from training.search import TorchIncrementalDecoder
+
+
+@dataclass
+class ParityReport:
+    sentences: int
+    max_abs_logit_diff: float  # teacher-forced, over every real target position
+    greedy_compared: int
+    greedy_identical: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def max_logit_difference(model: Seq2SeqModel, onnx_model: OnnxSeq2Seq, spec: ModelSpec, sources: list[list[int]], targets: list[list[int]], max_batch_tokens: int = 3000) -> float:
+    """Feeds the reference targets to both decoders step by step and compares the logits."""
+    special = spec.special_ids
+    worst = 0.0
+    lengths = [(len(s), len(t) + 1) for s, t in zip(sources, targets)]
+    for indices in token_batches(lengths, max_batch_tokens, seed=None):
+        src = pad_ids([sources[i] for i in indices], special.pad)
+        tgt_in = pad_ids([[special.bos] + targets[i] for i in indices], special.pad)
+        reference = model(torch.from_numpy(src), torch.from_numpy(tgt_in)).numpy()
+        decoder = onnx_model.start(src)
+        real = tgt_in != special.pad
+        for position in range(tgt_in.shape[1]):
+            logits = decoder.step(tgt_in[:, position], position)
+            rows = real[:, position]
+            worst = max(worst, float(np.abs(logits[rows] - reference[rows, position]).max()))
+    return worst
+
+
+def greedy_agreement(model: Seq2SeqModel, onnx_model: OnnxSeq2Seq, spec: ModelSpec, sources: list[list[int]], max_batch_tokens: int = 3000) -> int:
+    """How many sentences get exactly the same greedy token ids from both."""
+    options = SearchOptions(max_decoding_length=spec.max_target_length)
+
+    def torch_start(batch: np.ndarray) -> TorchIncrementalDecoder:
+        return TorchIncrementalDecoder(model, torch.from_numpy(batch))
+
+    with torch.no_grad():
+        expected = search_batches(sources, torch_start, spec.special_ids, options, max_batch_tokens)
+    actual = search_batches(sources, onnx_model.start, spec.special_ids, options, max_batch_tokens)
+    return sum(a[0].tokens == e[0].tokens for a, e in zip(actual, expected))
+
+
+def measure_parity(model: Seq2SeqModel, onnx_model: OnnxSeq2Seq, spec: ModelSpec, sources: list[list[int]], targets: list[list[int]]) -> ParityReport:
+    return ParityReport(
+        sentences=len(sources),
+        max_abs_logit_diff=max_logit_difference(model, onnx_model, spec, sources, targets),
+        greedy_compared=len(sources),
+        greedy_identical=greedy_agreement(model, onnx_model, spec, sources),
+    )

@@ -1,0 +1,144 @@
+"""The model repository manifest: models/<name>/<version>/manifest.json.
+
+Written once by export, read by the server: which graphs make up each variant, what the model
+is (its spec), the files' sha256, and what was measured at export (parity, BLEU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nmt_spec.model_spec import ModelSpec
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A model directory that cannot be served; the message names the file and the problem."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+@dataclass
+class GraphInfo:
+    file: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+
+@dataclass
+class Variant:
+    """One precision of the model: its two graphs and what was measured on them."""
+
+    encoder: GraphInfo
+    decoder: GraphInfo
+    intended_device: str  # "cpu", "cuda" or "any"
+    parity: dict[str, Any] = field(default_factory=dict)  # against PyTorch, see export/parity.py
+    evaluation: dict[str, Any] = field(default_factory=dict)  # e.g. test2016 BLEU of these graphs
+
+
+@dataclass
+class Manifest:
+    name: str
+    version: str
+    spec: ModelSpec
+    tokenizer_file: str
+    opset: int
+    variants: dict[str, Variant]
+    files: dict[str, str]  # file name -> sha256
+    created_by: str = "python -m export"
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["spec"] = self.spec.to_dict()
+        return {"format_version": MANIFEST_FORMAT_VERSION, **values}
+
+    def save(self, directory: Path) -> None:
+        (directory / MANIFEST_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = MANIFEST_FILE) -> Manifest:
+        try:
+            values = dict(values)
+            version = values.pop("format_version")
+            if version != MANIFEST_FORMAT_VERSION:
+                raise ManifestError(f"{where}: format_version {version} is not supported (want {MANIFEST_FORMAT_VERSION})")
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ManifestError(f"{where}: unknown field(s) {unknown}")
+
+            def graph(info: dict[str, Any]) -> GraphInfo:
+                return GraphInfo(info["file"], [TensorInfo(**t) for t in info["inputs"]], [TensorInfo(**t) for t in info["outputs"]])
+
+            values["spec"] = ModelSpec.from_dict(values["spec"])
+            values["variants"] = {
+                name: Variant(
+                    encoder=graph(v["encoder"]),
+                    decoder=graph(v["decoder"]),
+                    intended_device=v["intended_device"],
+                    parity=v.get("parity", {}),
+                    evaluation=v.get("evaluation", {}),
+                )
+                for name, v in values["variants"].items()
+            }
+            return cls(**values)
+        except ManifestError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise ManifestError(f"{where}: malformed manifest ({type(error).__name__}: {error})") from error
+
+    @classmethod
+    def load(cls, directory: Path, verify_files: bool = True) -> Manifest:
+        """Read a model version directory; with verify_files, every listed file must exist and
+        match its sha256."""
+        path = directory / MANIFEST_FILE
+        if not path.exists():
+            raise ManifestError(f"{path}: no manifest; a model version directory holds manifest.json and the files it lists")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ManifestError(f"{path}: not valid JSON ({error})") from error
+        manifest = cls.from_dict(values, str(path))
+        if verify_files:
+            manifest.verify(directory)
+        return manifest
+
+    def verify(self, directory: Path) -> None:
+        referenced = {self.tokenizer_file} | {g.file for v in self.variants.values() for g in (v.encoder, v.decoder)}
+        missing_from_list = sorted(referenced - set(self.files))
+        if missing_from_list:
+            raise ManifestError(f"{directory / MANIFEST_FILE}: files {missing_from_list} are used but have no sha256 entry")
+        for file_name, expected in self.files.items():
+            path = directory / file_name
+            if not path.exists():
+                raise ManifestError(f"{path}: listed in the manifest but missing")
+            actual = sha256_of(path)
+            if actual != expected:
+                raise ManifestError(f"{path}: sha256 {actual} does not match the manifest's {expected}")
+
+
+def latest_version(model_directory: Path) -> Path:
+    """The highest numeric version directory of a model (models/<name>/<version>/)."""
+    versions = [p for p in model_directory.iterdir() if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        raise ManifestError(f"{model_directory}: no numeric version directory")
+    return max(versions, key=lambda p: int(p.name))

@@ -1,0 +1,183 @@
+"""Export of real (tiny, trained) checkpoints: graph structure, parity with PyTorch, the model
+repository and decoding from it without torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from decoding.batching import SearchOptions
+from decoding.runtime import CUDA, RuntimeConfig, cuda_device_present
+from decoding.translator import Translator
+from export.exporter import ExportConfig, export_model
+from nmt_spec import Tokenizer
+from nmt_spec.manifest import Manifest, ManifestError
+from tests.tiny_runs import PARALLEL_PAIRS, tiny_config, write_tiny_corpus
+from training.checkpoint import load_model
+from training.evaluate import translate
+from training.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCHITECTURES = ["transformer", "rnn"]
+SOURCES = [en for en, _ in PARALLEL_PAIRS] + ["A dog is running on the beach.", "Two men are playing football."]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """architecture -> (checkpoint, repository version directory)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("export")
+    corpus = write_tiny_corpus(root / "corpus")
+    result = {}
+    for architecture in ARCHITECTURES:
+        run = root / f"run-{architecture}"
+        train(tiny_config(corpus, architecture, max_steps=300), run)
+        config = ExportConfig(
+            checkpoint=run / "last.pt",
+            name=f"{architecture}-tiny",
+            version="3",
+            output_root=root / "models",
+            variants=("fp32", "int8", "fp16"),
+            data_directory=str(corpus),
+            parity_sentences=6,
+            bleu_split="val",
+        )
+        export_model(config, progress=lambda message: None)
+        result[architecture] = (run / "last.pt", root / "models" / f"{architecture}-tiny" / "3")
+    return result
+
+
+def op_types(path: Path) -> set[str]:
+    return {node.op_type for node in onnx.load(path).graph.node}
+
+
+def test_transformer_graphs_keep_fused_attention_and_layer_norm(exported: dict) -> None:
+    _, version = exported["transformer"]
+    for graph in ("encoder_model.onnx", "decoder_with_past_model.onnx"):
+        ops = op_types(version / graph)
+        assert "MultiHeadAttention" in ops, f"{graph} has no fused attention node"
+        assert "LayerNormalization" in ops, f"{graph} has no LayerNormalization node"
+        assert not {"Softmax", "ReduceMean", "Pow"} & ops, f"{graph} decomposes attention or layer norm"
+    domains = {n.domain for n in onnx.load(version / "decoder_with_past_model.onnx").graph.node if n.op_type == "MultiHeadAttention"}
+    assert domains == {"com.microsoft"}
+
+
+def test_rnn_graphs_use_onnx_recurrent_ops(exported: dict) -> None:
+    _, version = exported["rnn"]
+    assert "GRU" in op_types(version / "encoder_model.onnx")
+    assert "GRU" in op_types(version / "decoder_with_past_model.onnx")
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_graphs_pass_the_onnx_checker(exported: dict, architecture: str) -> None:
+    _, version = exported[architecture]
+    for path in version.glob("*.onnx"):
+        onnx.checker.check_model(str(path), full_check=False)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_fp32_graphs_match_pytorch(exported: dict, architecture: str) -> None:
+    _, version = exported[architecture]
+    parity = Manifest.load(version).variants["fp32"].parity
+    assert parity["max_abs_logit_diff"] <= 1e-4
+    assert parity["greedy_identical"] == parity["greedy_compared"] == 6
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_translator_from_the_repository_equals_pytorch_greedy(exported: dict, architecture: str) -> None:
+    checkpoint, version = exported[architecture]
+    spec, model, _ = load_model(checkpoint)
+    tokenizer = Tokenizer(checkpoint.parent / spec.tokenizer_file)
+    expected = translate(model, tokenizer, spec, SOURCES)
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    assert translator.translate(SOURCES) == expected
+    assert expected[:6] == [de for _, de in PARALLEL_PAIRS]  # the model did learn its pairs
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_beam_search_on_onnx_returns_sorted_n_best_and_matches_pytorch(exported: dict, architecture: str) -> None:
+    checkpoint, version = exported[architecture]
+    spec, model, _ = load_model(checkpoint)
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    options = SearchOptions(beam_size=4, num_hypotheses=3, length_penalty=1.0, max_decoding_length=spec.max_target_length)
+    nbest = translator.translate_ids(translator.encode(SOURCES), options)
+    for hypotheses in nbest:
+        assert len(hypotheses) == 3
+        scores = [h.normalized_score for h in hypotheses]
+        assert scores == sorted(scores, reverse=True)
+    expected = translate(model, translator.tokenizer, spec, SOURCES, beam_size=4)
+    assert [h[0].text for h in nbest] == expected
+
+
+def test_int8_variant_is_smaller_and_still_translates(exported: dict) -> None:
+    _, version = exported["transformer"]
+    manifest = Manifest.load(version)
+    int8 = manifest.variants["int8"]
+    assert (version / int8.decoder.file).stat().st_size < (version / manifest.variants["fp32"].decoder.file).stat().st_size
+    assert "MatMulInteger" in op_types(version / int8.decoder.file) or "DynamicQuantizeMatMul" in op_types(version / int8.decoder.file)
+    translations = Translator.from_repository(version, "int8", RuntimeConfig(device="cpu", intra_op_threads=1)).translate(SOURCES)
+    assert len(translations) == len(SOURCES) and all(translations)
+    assert "bleu" in int8.evaluation
+
+
+def test_manifest_describes_the_model_and_every_file(exported: dict) -> None:
+    _, version = exported["transformer"]
+    manifest = Manifest.load(version)
+    assert manifest.name == "transformer-tiny" and manifest.version == "3" and manifest.opset >= 17
+    assert manifest.spec.architecture == "transformer"
+    assert set(manifest.files) == {p.name for p in version.iterdir() if p.name not in ("manifest.json", "parity_report.json")}
+    decoder_inputs = {t.name for t in manifest.variants["fp32"].decoder.inputs}
+    assert {"input_ids", "step", "encoder_attention_mask", "past_key_values.0.decoder.key", "past_key_values.0.encoder.value"} <= decoder_inputs
+    assert json.loads((version / "parity_report.json").read_text())["fp32"]["parity"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_a_corrupted_or_missing_file_is_named_in_the_error(exported: dict, tmp_path: Path) -> None:
+    _, version = exported["rnn"]
+    corrupted, missing = tmp_path / "corrupted", tmp_path / "missing"
+    shutil.copytree(version, corrupted)
+    shutil.copytree(version, missing)
+    with open(corrupted / "decoder_with_past_model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ManifestError, match="decoder_with_past_model.onnx.*sha256"):
+        Manifest.load(corrupted)
+    (missing / "tokenizer.model").unlink()
+    with pytest.raises(ManifestError, match="tokenizer.model.*missing"):
+        Manifest.load(missing)
+
+
+def test_export_refuses_to_overwrite_a_version(exported: dict) -> None:
+    checkpoint, version = exported["rnn"]
+    config = ExportConfig(checkpoint=checkpoint, name=version.parent.name, version=version.name, output_root=version.parent.parent)
+    with pytest.raises(FileExistsError, match="--version"):
+        export_model(config, progress=lambda message: None)
+
+
+def test_decoding_needs_no_torch() -> None:
+    code = "import sys, decoding.translator, nmt_spec.manifest; assert 'torch' not in sys.modules, 'torch was imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+@pytest.mark.skipif(not cuda_device_present(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("variant", ["fp32", "fp16"])
+def test_graphs_run_on_cuda(exported: dict, variant: str) -> None:
+    _, version = exported["transformer"]
+    translator = Translator.from_repository(version, variant, RuntimeConfig(device="cuda"))
+    assert translator.model.decoder.get_providers()[0] == CUDA
+    assert all(translator.translate(SOURCES))
+
+
+def test_empty_cache_has_no_past_positions(exported: dict) -> None:
+    _, version = exported["transformer"]
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    decoder = translator.model.start(np.array([[5, 6, 3]], dtype=np.int64))
+    assert decoder.state["past_key_values.0.decoder.key"].shape[2] == 0
+    decoder.step(np.array([2]), 0)
+    assert decoder.state["past_key_values.0.decoder.key"].shape[2] == 1
