@@ -9,11 +9,10 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from decoding.cuda_decoder import CudaIncrementalDecoder, DeviceRowSelector
+from decoding.graph_io import initial_cache_shape, present_name
+from decoding.runtime import CUDA
 from nmt_spec.graph_names import DECODER_INPUT_IDS, ENCODER_INPUT_IDS, LOGITS, STEP
-
-
-def present_name(past: str) -> str:
-    return past.replace("past_key_values.", "present.", 1) if past.startswith("past_key_values.") else past.replace("past_", "present_", 1)
 
 
 class OnnxSeq2Seq:
@@ -38,8 +37,13 @@ class OnnxSeq2Seq:
             else:
                 self.state_inputs[name] = graph_input.shape
         self.initial_state_from_encoder = {name: present_name(name) for name in self.state_inputs if present_name(name) in encoder_outputs}
+        on_cuda = decoder.get_providers()[0] == CUDA
+        self.row_selector = DeviceRowSelector(int(decoder.get_provider_options()[CUDA]["device_id"])) if on_cuda else None
 
-    def start(self, source_ids: np.ndarray) -> OnnxIncrementalDecoder:
+    def start(self, source_ids: np.ndarray) -> OnnxIncrementalDecoder | CudaIncrementalDecoder:
+        """A decoder for a padded (B, S) batch; on CUDA its tensors stay on the device."""
+        if self.row_selector is not None:
+            return CudaIncrementalDecoder(self, source_ids, self.row_selector)
         return OnnxIncrementalDecoder(self, source_ids)
 
 
@@ -54,9 +58,8 @@ class OnnxIncrementalDecoder:
         for name, shape in model.state_inputs.items():
             if name in model.initial_state_from_encoder:
                 self.state[name] = encoded[model.initial_state_from_encoder[name]]
-            else:  # an empty cache: batch rows, nothing decoded yet
-                dims = [batch if i == 0 else (d if isinstance(d, int) else 0) for i, d in enumerate(shape)]
-                self.state[name] = np.zeros(dims, dtype=np.float32)
+            else:
+                self.state[name] = np.zeros(initial_cache_shape(shape, batch), dtype=np.float32)
 
     def step(self, tokens: np.ndarray, position: int) -> np.ndarray:
         feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.constants, **self.state}

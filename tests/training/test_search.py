@@ -1,13 +1,25 @@
-"""Greedy and beam search."""
+"""Greedy and beam search, run on the PyTorch models."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from decoding import search
+from decoding.search import Hypothesis
 from tests.training.conftest import SPECIAL, random_tokens
 from training.models import Seq2SeqModel
-from training.search import beam_search, greedy_search
+from training.search import TorchIncrementalDecoder
+
+
+@torch.no_grad()
+def greedy_search(model: Seq2SeqModel, src: torch.Tensor, special, max_length: int) -> list[Hypothesis]:
+    return search.greedy_search(TorchIncrementalDecoder(model, src), src.size(0), special, max_length)
+
+
+@torch.no_grad()
+def beam_search(model: Seq2SeqModel, src: torch.Tensor, special, max_length: int, **options) -> list[list[Hypothesis]]:
+    return search.beam_search(TorchIncrementalDecoder(model, src), src.size(0), special, max_length, **options)
 
 
 def test_beam_search_with_beam_1_equals_greedy(model: Seq2SeqModel) -> None:

@@ -1,0 +1,97 @@
+"""The incremental decoder on CUDA: encoder outputs and caches stay in GPU memory (IOBinding).
+Each step only token ids go to the device and logits come back; beam reordering and finished
+sentences leaving the batch are Gathers on the device."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from decoding.graph_io import initial_cache_shape, present_name
+from nmt_spec.graph_names import DECODER_INPUT_IDS, ENCODER_INPUT_IDS, LOGITS, STEP
+
+if TYPE_CHECKING:
+    from decoding.onnx_decoder import OnnxSeq2Seq
+
+DEVICE = "cuda"
+ELEMENT_TYPES = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16, "tensor(int32)": TensorProto.INT32}
+
+
+def _row_gather_model(element_type: int) -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["data", "rows"], ["selected"], axis=0)],
+        "select_rows",
+        [helper.make_tensor_value_info("data", element_type, None), helper.make_tensor_value_info("rows", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("selected", element_type, None)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
+
+
+class DeviceRowSelector:
+    """Gather along the batch axis without leaving the GPU, one small session per element type."""
+
+    def __init__(self, device_id: int) -> None:
+        self.device_id = device_id
+        self.sessions: dict[str, ort.InferenceSession] = {}
+
+    def select(self, value: ort.OrtValue, rows: ort.OrtValue) -> ort.OrtValue:
+        element_type = value.data_type()
+        if element_type not in self.sessions:
+            self.sessions[element_type] = ort.InferenceSession(
+                _row_gather_model(ELEMENT_TYPES[element_type]), providers=[("CUDAExecutionProvider", {"device_id": str(self.device_id)})]
+            )
+        session = self.sessions[element_type]
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("data", value)
+        binding.bind_ortvalue_input("rows", rows)
+        binding.bind_output("selected", DEVICE, self.device_id)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
+
+
+class CudaIncrementalDecoder:
+    def __init__(self, model: OnnxSeq2Seq, source_ids: np.ndarray, selector: DeviceRowSelector) -> None:
+        self.model = model
+        self.selector = selector
+        self.device_id = selector.device_id
+        binding = model.encoder.io_binding()
+        binding.bind_cpu_input(ENCODER_INPUT_IDS, np.ascontiguousarray(source_ids, dtype=np.int64))
+        names = [o.name for o in model.encoder.get_outputs()]
+        for name in names:
+            binding.bind_output(name, DEVICE, self.device_id)
+        model.encoder.run_with_iobinding(binding)
+        encoded = dict(zip(names, binding.get_outputs()))
+        self.constants = {name: encoded[name] for name in model.constant_inputs}
+        self.state: dict[str, ort.OrtValue] = {}
+        for name, shape in model.state_inputs.items():
+            if name in model.initial_state_from_encoder:
+                self.state[name] = encoded[model.initial_state_from_encoder[name]]
+            else:
+                empty = np.zeros(initial_cache_shape(shape, source_ids.shape[0]), dtype=np.float32)
+                self.state[name] = ort.OrtValue.ortvalue_from_numpy(empty, DEVICE, self.device_id)
+
+    def step(self, tokens: np.ndarray, position: int) -> np.ndarray:
+        decoder = self.model.decoder
+        binding = decoder.io_binding()
+        binding.bind_cpu_input(DECODER_INPUT_IDS, np.ascontiguousarray(tokens.reshape(-1, 1), dtype=np.int64))
+        if self.model.takes_step:
+            binding.bind_cpu_input(STEP, np.array([position], dtype=np.int64))
+        for name, value in (self.constants | self.state).items():
+            binding.bind_ortvalue_input(name, value)
+        for name in self.model.decoder_outputs:
+            if name == LOGITS:
+                binding.bind_output(name)  # to the host: the search reads it
+            else:
+                binding.bind_output(name, DEVICE, self.device_id)
+        decoder.run_with_iobinding(binding)
+        outputs = dict(zip(self.model.decoder_outputs, binding.get_outputs()))
+        self.state = {name: outputs[present_name(name)] for name in self.state}
+        return outputs[LOGITS].numpy()
+
+    def select(self, rows: np.ndarray) -> None:
+        on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(rows, dtype=np.int64), DEVICE, self.device_id)
+        self.constants = {name: self.selector.select(value, on_device) for name, value in self.constants.items()}
+        self.state = {name: self.selector.select(value, on_device) for name, value in self.state.items()}
