@@ -40,4 +40,7 @@ def average_checkpoints(paths: list[Path], output: Path) -> None:
         for name, value in checkpoint["model"].items():
             total[name] += value.double()
     averaged = {name: (value / len(paths)).to(first["model"][name].dtype) for name, value in total.items()}
-    torch.save({"spec": first["spec"], "model": averaged, "averaged_from": [str(p) for p in paths]}, output)
+    # Loaded into the model, tied matrices share one tensor again, so they are saved once.
+    model = build_model(ModelSpec.from_dict(first["spec"]))
+    model.load_state_dict(averaged)
+    torch.save({"spec": first["spec"], "model": model.state_dict(), "averaged_from": [str(p) for p in paths]}, output)
