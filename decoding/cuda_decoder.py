@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from decoding.graph_io import initial_cache_shape, present_name
+from decoding.graph_io import present_name
 from nmt_spec.graph_names import DECODER_INPUT_IDS, ENCODER_INPUT_IDS, LOGITS, STEP
 
 if TYPE_CHECKING:
@@ -64,14 +64,11 @@ class CudaIncrementalDecoder:
             binding.bind_output(name, DEVICE, self.device_id)
         model.encoder.run_with_iobinding(binding)
         encoded = dict(zip(names, binding.get_outputs()))
-        self.constants = {name: encoded[name] for name in model.constant_inputs}
-        self.state: dict[str, ort.OrtValue] = {}
-        for name, shape in model.state_inputs.items():
-            if name in model.initial_state_from_encoder:
-                self.state[name] = encoded[model.initial_state_from_encoder[name]]
-            else:
-                empty = np.zeros(initial_cache_shape(shape, source_ids.shape[0]), dtype=np.float32)
-                self.state[name] = ort.OrtValue.ortvalue_from_numpy(empty, DEVICE, self.device_id)
+        self.constants, self.state = model.split_encoded(
+            encoded,
+            source_ids.shape[0],
+            lambda shape: ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=np.float32), DEVICE, self.device_id),
+        )
 
     def step(self, tokens: np.ndarray, position: int) -> np.ndarray:
         decoder = self.model.decoder

@@ -40,6 +40,16 @@ class OnnxSeq2Seq:
         on_cuda = decoder.get_providers()[0] == CUDA
         self.row_selector = DeviceRowSelector(int(decoder.get_provider_options()[CUDA]["device_id"])) if on_cuda else None
 
+    def split_encoded(self, encoded: dict, batch: int, empty_cache) -> tuple[dict, dict]:
+        """The decoder's constant inputs and first state from the encoder's outputs; caches that
+        the encoder does not provide start empty (empty_cache makes one from its shape)."""
+        constants = {name: encoded[name] for name in self.constant_inputs}
+        state = {
+            name: encoded[self.initial_state_from_encoder[name]] if name in self.initial_state_from_encoder else empty_cache(initial_cache_shape(shape, batch))
+            for name, shape in self.state_inputs.items()
+        }
+        return constants, state
+
     def start(self, source_ids: np.ndarray) -> OnnxIncrementalDecoder | CudaIncrementalDecoder:
         """A decoder for a padded (B, S) batch; on CUDA its tensors stay on the device."""
         if self.row_selector is not None:
@@ -52,14 +62,7 @@ class OnnxIncrementalDecoder:
         self.model = model
         names = [o.name for o in model.encoder.get_outputs()]
         encoded = dict(zip(names, model.encoder.run(None, {ENCODER_INPUT_IDS: source_ids})))
-        self.constants = {name: encoded[name] for name in model.constant_inputs}
-        batch = source_ids.shape[0]
-        self.state: dict[str, np.ndarray] = {}
-        for name, shape in model.state_inputs.items():
-            if name in model.initial_state_from_encoder:
-                self.state[name] = encoded[model.initial_state_from_encoder[name]]
-            else:
-                self.state[name] = np.zeros(initial_cache_shape(shape, batch), dtype=np.float32)
+        self.constants, self.state = model.split_encoded(encoded, source_ids.shape[0], lambda shape: np.zeros(shape, dtype=np.float32))
 
     def step(self, tokens: np.ndarray, position: int) -> np.ndarray:
         feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.constants, **self.state}

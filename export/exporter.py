@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-import torch
 
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session
@@ -19,6 +18,7 @@ from export.graph_builder import OPSET
 from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
 from export.parity import measure_parity
 from export.variants import VARIANTS, write_variant
+from nmt_spec.model_spec import TOKENIZER_FILE
 from nmt_spec import Tokenizer
 from nmt_spec.manifest import GraphInfo, Manifest, TensorInfo, Variant, sha256_of
 from training.checkpoint import load_model
@@ -26,7 +26,6 @@ from training.config import DataConfig
 from training.data import read_parallel
 from training.evaluate import score, translate
 
-TOKENIZER_FILE = "tokenizer.model"
 PARITY_REPORT_FILE = "parity_report.json"
 
 
@@ -94,8 +93,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
         reference_bleu = None
         if bleu_data:
             progress(f"[3/4] PyTorch greedy BLEU on {config.bleu_split} ({len(bleu_data[0])} sentences)")
-            with torch.no_grad():
-                reference_bleu = score(translate(model, tokenizer, spec, bleu_data[0]), bleu_data[1])
+            reference_bleu = score(translate(model, tokenizer, spec, bleu_data[0]), bleu_data[1])
 
         variants: dict[str, Variant] = {}
         report: dict[str, dict] = {}

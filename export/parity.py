@@ -51,8 +51,7 @@ def greedy_agreement(model: Seq2SeqModel, onnx_model: OnnxSeq2Seq, spec: ModelSp
     def torch_start(batch: np.ndarray) -> TorchIncrementalDecoder:
         return TorchIncrementalDecoder(model, torch.from_numpy(batch))
 
-    with torch.no_grad():
-        expected = search_batches(sources, torch_start, spec.special_ids, options, max_batch_tokens)
+    expected = search_batches(sources, torch_start, spec.special_ids, options, max_batch_tokens)
     actual = search_batches(sources, onnx_model.start, spec.special_ids, options, max_batch_tokens)
     return sum(a[0].tokens == e[0].tokens for a, e in zip(actual, expected))
 

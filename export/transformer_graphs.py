@@ -28,6 +28,7 @@ from nmt_spec.graph_names import (
     present_key,
     present_value,
 )
+from training.models.transformer import sinusoidal_table
 
 Weights = dict[str, np.ndarray]
 
@@ -35,8 +36,6 @@ Weights = dict[str, np.ndarray]
 def _position_table(config: TransformerConfig, weights: Weights) -> np.ndarray:
     if config.positional == "learned":
         return weights["positions.table.weight"]
-    from training.models.transformer import sinusoidal_table
-
     return sinusoidal_table(config.max_positions, config.d_model).numpy()
 
 
@@ -78,7 +77,8 @@ class _TransformerGraph:
     def feed_forward(self, x: str, prefix: str) -> str:
         g = self.g
         hidden = g.linear(x, self.w(f"{prefix}.linear_in.weight"), self.w(f"{prefix}.linear_in.bias"), f"{prefix}.linear_in")
-        hidden = g.op("Relu" if self.config.activation == "relu" else "Gelu", [hidden], **({} if self.config.activation == "relu" else {}))
+        # Gelu joins the ONNX domain only at opset 20; ORT's contrib Gelu is the exact (erf) one, as torch's.
+        hidden = g.op("Relu", [hidden]) if self.config.activation == "relu" else g.op("Gelu", [hidden], domain=MICROSOFT_DOMAIN)
         return g.linear(hidden, self.w(f"{prefix}.linear_out.weight"), self.w(f"{prefix}.linear_out.bias"), f"{prefix}.linear_out")
 
     def qkv(self, x: str, prefix: str) -> list[str]:

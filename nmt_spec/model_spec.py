@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 SPEC_FORMAT_VERSION = 1
+TOKENIZER_FILE = "tokenizer.model"  # beside the spec, in run directories and model versions
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class ModelSpec:
 
     architecture: Literal["transformer", "rnn"]
     config: TransformerConfig | RNNConfig
-    tokenizer_file: str = "tokenizer.model"  # relative to the spec's directory
+    tokenizer_file: str = TOKENIZER_FILE  # relative to the spec's directory
     special_ids: SpecialIds = field(default_factory=SpecialIds)
     max_source_length: int = 128  # in subword tokens, eos included
     max_target_length: int = 128

@@ -20,6 +20,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from nmt_spec.model_spec import TOKENIZER_FILE
 from nmt_spec import ModelSpec, SpecialIds, Tokenizer, train_tokenizer
 from training.checkpoint import save_model_checkpoint
 from training.config import TrainConfig, config_to_dict
@@ -33,7 +34,6 @@ from training.schedule import LearningRateSchedule
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILE = "tokenizer.model"
 SPEC_FILE = "model_spec.json"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
