@@ -1,11 +1,11 @@
-# The two commands a newcomer needs: `make demo` (install, train a small model end to end,
-# translate with it) and `make test`. Everything runs inside .venv.
+# The two commands a newcomer needs: `make demo` (install, serve the default models over gRPC,
+# translate with the client) and `make test`. Everything runs inside .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test train-transformer train-rnn evaluate clean
+.PHONY: install demo serve proto test train-tiny train-transformer train-rnn evaluate clean
 
 install: $(STAMP)
 
@@ -15,15 +15,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The pipeline end to end in seconds (a tiny model on 2,000 pairs: tokenizer, training,
-# checkpoint, curves, BLEU), then a real translation by the trained Transformer.
+# The main job: serve the default models (models/) over gRPC, translate with the client, stop.
+DEMO_PORT ?= 50051
 demo: install
-	$(BIN)/python -m training train --config configs/tiny.yaml --out runs/demo
-	$(BIN)/python -m training evaluate --checkpoint runs/demo/best.pt --split test2016
-	$(BIN)/python -m training translate --checkpoint checkpoints/transformer-en-de/model.pt --beam-size 4 "A man is riding a bike." "Two dogs are playing in the snow."
+	@$(BIN)/python -m server --port $(DEMO_PORT) --metrics-port 0 & server=$$!; \
+	trap "kill $$server 2>/dev/null" EXIT; \
+	$(BIN)/python -m server.client --target localhost:$(DEMO_PORT) --wait 120 --list-models && \
+	$(BIN)/python -m server.client --target localhost:$(DEMO_PORT) "A man is riding a bike." "Two dogs are playing in the snow." && \
+	$(BIN)/python -m server.client --target localhost:$(DEMO_PORT) --model rnn-en-de --beam-size 4 --n-best 2 "A little girl is climbing the stairs."
+
+# The server in the foreground (Ctrl-C drains and stops it); every flag: .venv/bin/python -m server --help
+serve: install
+	$(BIN)/python -m server
+
+# Regenerate nmt/v1/ from protos/ (committed; tests/server checks it is current).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/nmt/v1/translator.proto
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The training pipeline end to end in seconds: a tiny model on 2,000 pairs (tokenizer, training,
+# checkpoint, curves, BLEU).
+train-tiny: install
+	$(BIN)/python -m training train --config configs/tiny.yaml --out runs/demo
+	$(BIN)/python -m training evaluate --checkpoint runs/demo/best.pt --split test2016
 
 # The full models of docs/RESULTS.md (about an hour each on 2 CPU cores, minutes on a GPU).
 train-transformer: install

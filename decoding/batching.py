@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from decoding.search import Hypothesis, IncrementalDecoder, beam_search, greedy_search
+from decoding.search import BeamSearch, GreedySearch, Hypothesis, IncrementalDecoder, Search, run_to_completion
 from nmt_spec import SpecialIds
 
 def token_batches(lengths: list[tuple[int, int]], max_tokens: int, seed: int | None) -> list[list[int]]:
@@ -51,6 +51,12 @@ class SearchOptions:
     max_decoding_length: int = 128
 
 
+def make_search(options: SearchOptions, sentences: int, special: SpecialIds) -> Search:
+    if options.beam_size == 1:
+        return GreedySearch(sentences, special, options.max_decoding_length)
+    return BeamSearch(sentences, special, options.max_decoding_length, options.beam_size, options.length_penalty, options.num_hypotheses)
+
+
 def search_batches(
     sources: list[list[int]],
     start: Callable[[np.ndarray], IncrementalDecoder],
@@ -64,13 +70,8 @@ def search_batches(
     lengths = [(len(s) * options.beam_size, len(s) * options.beam_size) for s in sources]
     results: list[list[Hypothesis]] = [[] for _ in sources]
     for indices in token_batches(lengths, max_batch_tokens, seed=None):
-        decoder = start(pad_ids([sources[i] for i in indices], special.pad))
-        if options.beam_size == 1:
-            nbest = [[h] for h in greedy_search(decoder, len(indices), special, options.max_decoding_length)]
-        else:
-            nbest = beam_search(
-                decoder, len(indices), special, options.max_decoding_length, options.beam_size, options.length_penalty, options.num_hypotheses
-            )
+        search = make_search(options, len(indices), special)
+        nbest = run_to_completion(lambda batch: start(pad_ids(batch, special.pad)), search, [sources[i] for i in indices])
         for index, hypotheses in zip(indices, nbest):
             results[index] = hypotheses
     return results

@@ -1,5 +1,5 @@
 """The incremental decoder on CUDA: encoder outputs and caches stay in GPU memory (IOBinding).
-Each step only token ids go to the device and logits come back; beam reordering and finished
+Each step only token ids go to the device and log-probabilities come back; beam reordering and finished
 sentences leaving the batch are Gathers on the device."""
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from decoding.graph_io import present_name
-from nmt_spec.graph_names import DECODER_INPUT_IDS, ENCODER_INPUT_IDS, LOGITS, STEP
+from decoding.graph_io import RowPositions, concat_rows, place_rows, present_name
+from nmt_spec.graph_names import DECODER_INPUT_IDS, DECODER_MASK, ENCODER_INPUT_IDS, LOG_PROBS
 
 if TYPE_CHECKING:
     from decoding.onnx_decoder import OnnxSeq2Seq
 
 DEVICE = "cuda"
+# Cache slots left empty by rows that finished are dropped once there are this many: each drop
+# is a round trip through host memory.
+DROP_UNUSED_SLOTS_AT = 16
 ELEMENT_TYPES = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16, "tensor(int32)": TensorProto.INT32}
 
 
@@ -67,28 +70,57 @@ class CudaIncrementalDecoder:
         self.constants, self.state = model.split_encoded(
             encoded,
             source_ids.shape[0],
-            lambda shape: ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=np.float32), DEVICE, self.device_id),
+            lambda shape: self.to_device(np.zeros(shape, dtype=np.float32)),
         )
+        self.rows = RowPositions(source_ids.shape[0])
 
-    def step(self, tokens: np.ndarray, position: int) -> np.ndarray:
+    def to_device(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), DEVICE, self.device_id)
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
         decoder = self.model.decoder
         binding = decoder.io_binding()
         binding.bind_cpu_input(DECODER_INPUT_IDS, np.ascontiguousarray(tokens.reshape(-1, 1), dtype=np.int64))
-        if self.model.takes_step:
-            binding.bind_cpu_input(STEP, np.array([position], dtype=np.int64))
+        position_feeds = self.model.position_feeds(self.rows)
+        for name, value in position_feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name, value in (self.constants | self.state).items():
             binding.bind_ortvalue_input(name, value)
         for name in self.model.decoder_outputs:
-            if name == LOGITS:
+            if name == LOG_PROBS:
                 binding.bind_output(name)  # to the host: the search reads it
             else:
                 binding.bind_output(name, DEVICE, self.device_id)
         decoder.run_with_iobinding(binding)
         outputs = dict(zip(self.model.decoder_outputs, binding.get_outputs()))
         self.state = {name: outputs[present_name(name)] for name in self.state}
-        return outputs[LOGITS].numpy()
+        self.rows.advance(position_feeds.get(DECODER_MASK, self.rows.next_mask()))
+        unused = self.rows.unused_leading_slots()
+        if unused and (unused >= DROP_UNUSED_SLOTS_AT or not self.model.takes_decoder_mask):
+            self.rows.drop_leading(unused)
+            self.state = {name: self.to_device(self.model.drop_leading_slots(name, value.numpy(), unused)) for name, value in self.state.items()}
+        return outputs[LOG_PROBS].numpy()
 
     def select(self, rows: np.ndarray) -> None:
         on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(rows, dtype=np.int64), DEVICE, self.device_id)
         self.constants = {name: self.selector.select(value, on_device) for name, value in self.constants.items()}
         self.state = {name: self.selector.select(value, on_device) for name, value in self.state.items()}
+        self.rows.select(rows)
+
+    def extend(self, other: CudaIncrementalDecoder) -> None:
+        """Through host memory: newcomers join a running batch a few times per second at most."""
+
+        def joined(name: str, first: ort.OrtValue, second: ort.OrtValue) -> ort.OrtValue:
+            return self.to_device(concat_rows(first.numpy(), second.numpy(), self.model.padding[name]))
+
+        self.constants = {name: joined(name, value, other.constants[name]) for name, value in self.constants.items()}
+        self.state = {name: joined(name, value, other.state[name]) for name, value in self.state.items()}
+        self.rows.extend(other.rows)
+
+    def place(self, rows: np.ndarray, other: CudaIncrementalDecoder) -> None:
+        def placed(name: str, target: ort.OrtValue, incoming: ort.OrtValue) -> ort.OrtValue:
+            return self.to_device(place_rows(target.numpy(), rows, incoming.numpy(), self.model.padding[name]))
+
+        self.constants = {name: placed(name, value, other.constants[name]) for name, value in self.constants.items()}
+        self.state = {name: placed(name, value, other.state[name]) for name, value in self.state.items()}
+        self.rows.place(rows, other.rows)

@@ -1,6 +1,17 @@
-"""How a decoder step's cache inputs relate to its outputs and to the encoder's outputs."""
+"""How a decoder step's inputs relate to its outputs and to the encoder's outputs, and how the
+rows of two decoder batches are put together."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Symbolic axes of the decoder's inputs that differ between two batches: source lengths are
+# padded at the end (masked by encoder_attention_mask), self-attention caches at the start
+# (masked by decoder_attention_mask), so every row writes its next key/value into the last slot.
+PAD_AT_END = "encoder_sequence_length"
+PAD_AT_START = "past_decoder_sequence_length"
 
 
 def present_name(past: str) -> str:
@@ -13,3 +24,91 @@ def present_name(past: str) -> str:
 def initial_cache_shape(declared: list[int | str], batch: int) -> list[int]:
     """An empty cache: batch rows, and no decoded position in the symbolic length axis."""
     return [batch if axis == 0 else (size if isinstance(size, int) else 0) for axis, size in enumerate(declared)]
+
+
+@dataclass(frozen=True)
+class Padding:
+    axis: int
+    at_start: bool
+
+
+def padding_of(declared: list[int | str]) -> Padding | None:
+    for axis, size in enumerate(declared):
+        if size in (PAD_AT_END, PAD_AT_START):
+            return Padding(axis, size == PAD_AT_START)
+    return None
+
+
+def pad_to(array: np.ndarray, padding: Padding, length: int) -> np.ndarray:
+    missing = length - array.shape[padding.axis]
+    if missing <= 0:
+        return array
+    shape = list(array.shape)
+    shape[padding.axis] = length
+    padded = np.zeros(shape, dtype=array.dtype)  # np.pad is several times slower on small arrays
+    index = [slice(None)] * array.ndim
+    index[padding.axis] = slice(missing, None) if padding.at_start else slice(0, array.shape[padding.axis])
+    padded[tuple(index)] = array
+    return padded
+
+
+def concat_rows(first: np.ndarray, second: np.ndarray, padding: Padding | None) -> np.ndarray:
+    """The rows of both, zero-padded to a common length along the padded axis."""
+    if padding is not None:
+        length = max(first.shape[padding.axis], second.shape[padding.axis])
+        first, second = pad_to(first, padding, length), pad_to(second, padding, length)
+    return np.concatenate([first, second])
+
+
+def place_rows(target: np.ndarray, rows: np.ndarray, incoming: np.ndarray, padding: Padding | None) -> np.ndarray:
+    """target with these rows overwritten by incoming, both padded to a common length first
+    (the result is target itself when no padding was needed)."""
+    if padding is not None:
+        length = max(target.shape[padding.axis], incoming.shape[padding.axis])
+        target, incoming = pad_to(target, padding, length), pad_to(incoming, padding, length)
+    target[rows] = incoming
+    return target
+
+
+def drop_leading(array: np.ndarray, padding: Padding, count: int) -> np.ndarray:
+    index = [slice(None)] * array.ndim
+    index[padding.axis] = slice(count, None)
+    return array[tuple(index)]
+
+
+MASK_PADDING = Padding(axis=1, at_start=True)
+
+
+class RowPositions:
+    """Per row: the target position it decodes next, and which self-attention cache slots are
+    its own (a row that joined late has empty slots first)."""
+
+    def __init__(self, rows: int) -> None:
+        self.positions = np.zeros(rows, dtype=np.int64)
+        self.mask = np.zeros((rows, 0), dtype=np.int32)
+
+    def next_mask(self) -> np.ndarray:
+        return np.concatenate([self.mask, np.ones((len(self.positions), 1), dtype=np.int32)], axis=1)
+
+    def advance(self, mask: np.ndarray) -> None:
+        self.mask = mask
+        self.positions = self.positions + 1
+
+    def select(self, rows: np.ndarray) -> None:
+        self.positions, self.mask = self.positions[rows], self.mask[rows]
+
+    def extend(self, other: RowPositions) -> None:
+        self.positions = np.concatenate([self.positions, other.positions])
+        self.mask = concat_rows(self.mask, other.mask, MASK_PADDING)
+
+    def place(self, rows: np.ndarray, other: RowPositions) -> None:
+        self.positions[rows] = other.positions
+        self.mask = place_rows(self.mask, rows, other.mask, MASK_PADDING)
+
+    def unused_leading_slots(self) -> int:
+        """Cache slots at the start that no remaining row attends to (their rows have left)."""
+        used = self.mask.any(axis=0)
+        return int(used.argmax()) if used.any() else self.mask.shape[1]
+
+    def drop_leading(self, count: int) -> None:
+        self.mask = self.mask[:, count:]

@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime as ort
 
 from decoding.cuda_decoder import CudaIncrementalDecoder, DeviceRowSelector
-from decoding.graph_io import initial_cache_shape, present_name
+from decoding.graph_io import Padding, RowPositions, concat_rows, drop_leading, initial_cache_shape, padding_of, place_rows, present_name
 from decoding.runtime import CUDA
-from nmt_spec.graph_names import DECODER_INPUT_IDS, ENCODER_INPUT_IDS, LOGITS, STEP
+from nmt_spec.graph_names import DECODER_INPUT_IDS, DECODER_MASK, ENCODER_INPUT_IDS, LOG_PROBS, POSITION_IDS
 
 
 class OnnxSeq2Seq:
@@ -25,17 +25,18 @@ class OnnxSeq2Seq:
         self.decoder_outputs = [o.name for o in decoder.get_outputs()]
         self.constant_inputs: list[str] = []
         self.state_inputs: dict[str, list[int | str]] = {}  # past_* name -> declared shape
-        self.takes_step = False
-        for graph_input in decoder.get_inputs():
-            name = graph_input.name
-            if name == DECODER_INPUT_IDS:
+        self.padding: dict[str, Padding | None] = {}
+        decoder_inputs = {i.name: i.shape for i in decoder.get_inputs()}
+        self.takes_positions = POSITION_IDS in decoder_inputs
+        self.takes_decoder_mask = DECODER_MASK in decoder_inputs
+        for name, shape in decoder_inputs.items():
+            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK):
                 continue
-            if name == STEP:
-                self.takes_step = True
-            elif name in encoder_outputs:
+            if name in encoder_outputs:
                 self.constant_inputs.append(name)
             else:
-                self.state_inputs[name] = graph_input.shape
+                self.state_inputs[name] = shape
+            self.padding[name] = padding_of(shape)
         self.initial_state_from_encoder = {name: present_name(name) for name in self.state_inputs if present_name(name) in encoder_outputs}
         on_cuda = decoder.get_providers()[0] == CUDA
         self.row_selector = DeviceRowSelector(int(decoder.get_provider_options()[CUDA]["device_id"])) if on_cuda else None
@@ -50,6 +51,18 @@ class OnnxSeq2Seq:
         }
         return constants, state
 
+    def position_feeds(self, rows: RowPositions) -> dict[str, np.ndarray]:
+        feeds = {}
+        if self.takes_positions:
+            feeds[POSITION_IDS] = rows.positions.reshape(-1, 1)
+        if self.takes_decoder_mask:
+            feeds[DECODER_MASK] = rows.next_mask()
+        return feeds
+
+    def drop_leading_slots(self, name: str, value: np.ndarray, count: int) -> np.ndarray:
+        padding = self.padding[name]
+        return drop_leading(value, padding, count) if padding is not None and padding.at_start else value
+
     def start(self, source_ids: np.ndarray) -> OnnxIncrementalDecoder | CudaIncrementalDecoder:
         """A decoder for a padded (B, S) batch; on CUDA its tensors stay on the device."""
         if self.row_selector is not None:
@@ -63,15 +76,38 @@ class OnnxIncrementalDecoder:
         names = [o.name for o in model.encoder.get_outputs()]
         encoded = dict(zip(names, model.encoder.run(None, {ENCODER_INPUT_IDS: source_ids})))
         self.constants, self.state = model.split_encoded(encoded, source_ids.shape[0], lambda shape: np.zeros(shape, dtype=np.float32))
+        self.rows = RowPositions(source_ids.shape[0])
 
-    def step(self, tokens: np.ndarray, position: int) -> np.ndarray:
-        feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.constants, **self.state}
-        if self.model.takes_step:
-            feeds[STEP] = np.array([position], dtype=np.int64)
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        position_feeds = self.model.position_feeds(self.rows)
+        feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **position_feeds, **self.constants, **self.state}
         outputs = dict(zip(self.model.decoder_outputs, self.model.decoder.run(None, feeds)))
         self.state = {name: outputs[present_name(name)] for name in self.state}
-        return outputs[LOGITS]
+        self.rows.advance(position_feeds.get(DECODER_MASK, self.rows.next_mask()))
+        self._drop_unused_cache()
+        return outputs[LOG_PROBS]
+
+    def _drop_unused_cache(self) -> None:
+        unused = self.rows.unused_leading_slots()
+        if unused:
+            self.rows.drop_leading(unused)
+            self.state = {name: self.model.drop_leading_slots(name, value, unused) for name, value in self.state.items()}
 
     def select(self, rows: np.ndarray) -> None:
         self.constants = {name: value[rows] for name, value in self.constants.items()}
         self.state = {name: value[rows] for name, value in self.state.items()}
+        self.rows.select(rows)
+
+    def extend(self, other: OnnxIncrementalDecoder) -> None:
+        padding = self.model.padding
+        self.constants = {name: concat_rows(value, other.constants[name], padding[name]) for name, value in self.constants.items()}
+        self.state = {name: concat_rows(value, other.state[name], padding[name]) for name, value in self.state.items()}
+        self.rows.extend(other.rows)
+
+    def place(self, rows: np.ndarray, other: OnnxIncrementalDecoder) -> None:
+        """Overwrite these (dead) rows with the rows of another decoder of the same model: only
+        the newcomers' tensors are copied, not the whole batch."""
+        padding = self.model.padding
+        self.constants = {name: place_rows(value, rows, other.constants[name], padding[name]) for name, value in self.constants.items()}
+        self.state = {name: place_rows(value, rows, other.state[name], padding[name]) for name, value in self.state.items()}
+        self.rows.place(rows, other.rows)

@@ -32,6 +32,9 @@ class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when a GPU is present
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
     inter_op_threads: int = 1
+    # ORT's worker threads spin while waiting for work by default, which starves the other
+    # threads of a server (gRPC, batching) on a machine with few cores.
+    spin_wait: bool = True
     # CUDA memory: grow the arena by what is asked, not by powers of two, so memory use tracks
     # the largest batch instead of doubling past it.
     cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
@@ -51,11 +54,16 @@ def choose_providers(config: RuntimeConfig) -> list[str | tuple[str, dict[str, s
     return [CPU]
 
 
+def uses_cuda(config: RuntimeConfig) -> bool:
+    return choose_providers(config)[0] != CPU
+
+
 def create_session(path: str, config: RuntimeConfig) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads
     options.inter_op_num_threads = config.inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin_wait else "0")
     session = ort.InferenceSession(path, options, providers=choose_providers(config))
     log.info("loaded %s on %s", path, session.get_providers()[0])
     return session

@@ -1,7 +1,13 @@
-"""Greedy and beam search, independent of the framework that computes the logits."""
+"""Greedy and beam search, independent of the framework that computes the logits.
+
+A search is written as one step at a time over the decoder rows it owns, so that several
+searches (the sentences of several requests, greedy or beam) can share one running decoder
+batch: `RunningBatch` steps them together, drops the rows of finished sentences, and admits new
+searches between two steps (in-flight batching)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -13,14 +19,23 @@ from nmt_spec import SpecialIds
 class IncrementalDecoder(Protocol):
     """A source batch already encoded, decoded one target position at a time.
 
-    Rows are the sentences (or beams) still being decoded; ``select`` keeps, repeats or
-    reorders them, so the decoder's caches follow the search."""
+    Rows are the sentences (or beams) still being decoded; each row knows its own position.
+    ``select`` keeps, repeats or reorders rows, so the decoder's caches follow the search."""
 
-    def step(self, tokens: np.ndarray, position: int) -> np.ndarray:
-        """tokens (rows,) int64, the previous token of each row -> logits (rows, V) float32."""
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens (rows,) int64, the previous token of each row -> log-probabilities of the
+        next token (rows, V) float32."""
 
     def select(self, rows: np.ndarray) -> None:
         """Keep only these rows, in this order (indices may repeat)."""
+
+
+class MergeableDecoder(IncrementalDecoder, Protocol):
+    def extend(self, other: MergeableDecoder) -> None:
+        """Append the rows of another decoder of the same model, whatever their positions."""
+
+    def place(self, rows: np.ndarray, other: MergeableDecoder) -> None:
+        """Overwrite these rows with the rows of another decoder of the same model."""
 
 
 @dataclass
@@ -30,38 +45,286 @@ class Hypothesis:
     normalized_score: float  # score / length ** length_penalty: what beams are ranked by
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def length_normalized(score: float, length: int, length_penalty: float) -> float:
     """CTranslate2's convention: divide by length ** length_penalty (0 disables it)."""
     return score / (max(length, 1) ** length_penalty)
 
 
-def greedy_search(decoder: IncrementalDecoder, batch_size: int, special: SpecialIds, max_length: int) -> list[Hypothesis]:
-    """Argmax decoding; sentences that emit eos leave the batch, so the decoder works only on
-    unfinished rows."""
-    active = np.arange(batch_size)  # sentence of each row
-    prev = np.full(batch_size, special.bos, dtype=np.int64)
-    tokens: list[list[int]] = [[] for _ in range(batch_size)]
-    scores = np.zeros(batch_size, dtype=np.float64)
-    for position in range(max_length):
-        log_probs = log_softmax(decoder.step(prev, position).astype(np.float32))
+@dataclass
+class StepOutput:
+    """One decoder step over some rows: the log-probabilities, and the argmax of each row with
+    its log-probability, computed once for the whole batch rather than per search."""
+
+    log_probs: np.ndarray  # (rows, V)
+    best: np.ndarray  # (rows,) int64
+    best_log_probs: np.ndarray  # (rows,)
+
+    @classmethod
+    def of(cls, log_probs: np.ndarray) -> StepOutput:
         best = log_probs.argmax(axis=-1)
-        scores[active] += log_probs[np.arange(len(active)), best]
-        unfinished = best != special.eos
-        for sentence, token in zip(active[unfinished], best[unfinished]):
-            tokens[sentence].append(int(token))
-        if not unfinished.any():
-            break
-        if not unfinished.all():
-            keep = np.flatnonzero(unfinished)
-            decoder.select(keep)
-            active, best = active[keep], best[keep]
-        prev = best
-    return [Hypothesis(t, float(s), float(s)) for t, s in zip(tokens, scores)]
+        return cls(log_probs, best, log_probs[np.arange(len(best)), best])
+
+    def take(self, rows: np.ndarray) -> StepOutput:
+        if len(rows) and rows[-1] - rows[0] == len(rows) - 1:  # a contiguous block: views, no copies
+            block = slice(int(rows[0]), int(rows[-1]) + 1)
+            return StepOutput(self.log_probs[block], self.best[block], self.best_log_probs[block])
+        return StepOutput(self.log_probs[rows], self.best[rows], self.best_log_probs[rows])
+
+
+class Search(Protocol):
+    """The search of some sentences over the decoder rows it owns (a contiguous block)."""
+
+    sentences: int
+
+    def start(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, tokens): which of its freshly encoded sentences each first row decodes, and
+        the first input token of each row."""
+
+    def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
+        """The step's output for its rows -> (rows to keep, in order, and their next tokens).
+        No rows left means the search is done."""
+
+    def results(self) -> list[list[Hypothesis]]:
+        """N-best hypotheses per sentence, best first."""
+
+
+class GreedySearch:
+    """Argmax decoding; a sentence that emits eos leaves the batch."""
+
+    def __init__(self, sentences: int, special: SpecialIds, max_length: int) -> None:
+        self.sentences = sentences
+        self.special = special
+        self.max_length = max_length
+        self.position = 0
+        self.active = np.arange(sentences)  # sentence of each row
+        self.tokens: list[list[int]] = [[] for _ in range(sentences)]
+        self.scores = np.zeros(sentences, dtype=np.float64)
+
+    def start(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.arange(self.sentences), np.full(self.sentences, self.special.bos, dtype=np.int64)
+
+    def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
+        best = step.best
+        self.scores[self.active] += step.best_log_probs
+        unfinished = best != self.special.eos
+        for sentence, token in zip(self.active[unfinished].tolist(), best[unfinished].tolist()):
+            self.tokens[sentence].append(token)
+        self.position += 1
+        if self.position >= self.max_length:
+            unfinished[:] = False
+        keep = np.flatnonzero(unfinished)
+        self.active = self.active[keep]
+        return keep, best[keep]
+
+    def results(self) -> list[list[Hypothesis]]:
+        return [[Hypothesis(t, float(s), float(s))] for t, s in zip(self.tokens, self.scores)]
+
+
+class BeamSearch:
+    """Beam search with n-best. A sentence is done once beam_size hypotheses have ended with
+    eos; its rows then leave the batch. Hypotheses still open at max_length are finished as
+    they are."""
+
+    def __init__(self, sentences: int, special: SpecialIds, max_length: int, beam_size: int = 4, length_penalty: float = 1.0, num_hypotheses: int = 1) -> None:
+        if not 1 <= num_hypotheses <= beam_size:
+            raise ValueError(f"num_hypotheses must be between 1 and beam_size ({beam_size})")
+        self.sentences = sentences
+        self.special = special
+        self.max_length = max_length
+        self.beam_size = beam_size
+        self.length_penalty = length_penalty
+        self.num_hypotheses = num_hypotheses
+        self.position = 0
+        self.open = np.arange(sentences)  # the sentences still decoding, beam_size rows each
+        self.beam_scores = np.zeros((sentences, beam_size))
+        self.beam_scores[:, 1:] = -np.inf  # the beams start identical: expand only the first
+        self.beam_tokens: list[list[int]] = [[] for _ in range(sentences * beam_size)]
+        self.finished: list[list[Hypothesis]] = [[] for _ in range(sentences)]
+
+    def start(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.repeat(np.arange(self.sentences), self.beam_size)
+        return rows, np.full(len(rows), self.special.bos, dtype=np.int64)
+
+    def _finish(self, sentence: int, tokens: list[int], score: float, length: int) -> None:
+        self.finished[sentence].append(Hypothesis(list(tokens), score, length_normalized(score, length, self.length_penalty)))
+
+    def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
+        log_probs = step.log_probs
+        beam_size, vocab = self.beam_size, log_probs.shape[-1]
+        candidates = (self.beam_scores[:, :, None] + log_probs.reshape(len(self.open), beam_size, vocab)).reshape(len(self.open), -1)
+        # 2 x beam candidates always hold beam_size that do not end, whatever the eos count.
+        top = np.argpartition(-candidates, 2 * beam_size - 1, axis=-1)[:, : 2 * beam_size]
+        top_scores = np.take_along_axis(candidates, top, axis=-1)
+        order = np.argsort(-top_scores, axis=-1, kind="stable")
+        top, top_scores = np.take_along_axis(top, order, axis=-1), np.take_along_axis(top_scores, order, axis=-1)
+
+        next_rows: list[int] = []
+        next_tokens: list[int] = []
+        next_scores: list[float] = []
+        still_open: list[int] = []
+        for slot, sentence in enumerate(self.open.tolist()):
+            chosen_rows, chosen_tokens, chosen_scores = [], [], []
+            for rank, (flat, score) in enumerate(zip(top[slot].tolist(), top_scores[slot].tolist())):
+                row, token = slot * beam_size + flat // vocab, flat % vocab
+                if token == self.special.eos:
+                    if rank < beam_size and score > -np.inf:
+                        self._finish(sentence, self.beam_tokens[row], score, len(self.beam_tokens[row]) + 1)
+                    continue
+                chosen_rows.append(row)
+                chosen_tokens.append(token)
+                chosen_scores.append(score)
+                if len(chosen_rows) == beam_size:
+                    break
+            if len(self.finished[sentence]) >= beam_size:
+                continue  # done: its rows leave the batch
+            still_open.append(slot)
+            next_rows += chosen_rows
+            next_tokens += chosen_tokens
+            next_scores += chosen_scores
+        self.beam_tokens = [self.beam_tokens[r] + [t] for r, t in zip(next_rows, next_tokens)]
+        self.open = self.open[still_open]
+        self.beam_scores = np.array(next_scores).reshape(len(self.open), beam_size)
+        self.position += 1
+        if self.position >= self.max_length:
+            self._finish_open_beams()
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.array(next_rows, dtype=np.int64), np.array(next_tokens, dtype=np.int64)
+
+    def _finish_open_beams(self) -> None:
+        for slot, sentence in enumerate(self.open.tolist()):
+            for beam in range(self.beam_size):
+                score = float(self.beam_scores[slot, beam])
+                if score > -np.inf:
+                    tokens = self.beam_tokens[slot * self.beam_size + beam]
+                    self._finish(sentence, tokens, score, len(tokens))
+        self.open = self.open[:0]
+
+    def results(self) -> list[list[Hypothesis]]:
+        return [sorted(hypotheses, key=lambda h: h.normalized_score, reverse=True)[: self.num_hypotheses] for hypotheses in self.finished]
+
+
+class RunningBatch:
+    """Searches decoded together in one decoder batch, each owning some of its rows.
+
+    ``admit`` encodes new sentences and appends their rows (the decoder must then be a
+    MergeableDecoder); ``step`` advances every search by one token and returns those that
+    finished. Rows a search lets go of are not copied out at once: compacting the caches costs
+    about as much as decoding a dozen rows, so dead rows ride along until there are enough of
+    them, or for a few steps at most, or until rows must be reordered (beams) or appended."""
+
+    def __init__(self, start: Callable[[list[list[int]]], IncrementalDecoder], compact_fraction: float = 0.25, max_dead_steps: int = 8) -> None:
+        self.start = start  # token-id sources (each ending in eos) -> their encoded decoder
+        self.compact_fraction = compact_fraction
+        self.max_dead_steps = max_dead_steps
+        self.decoder: IncrementalDecoder | None = None
+        self.searches: list[Search] = []
+        self.rows: list[np.ndarray] = []  # the decoder rows of each search
+        self.tokens = np.zeros(0, dtype=np.int64)  # next input of every decoder row, dead ones too
+        self.dead_steps = 0  # steps since the oldest dead row died
+
+    @property
+    def size(self) -> int:
+        """Live rows."""
+        return sum(len(rows) for rows in self.rows)
+
+    def admit(self, searches: Sequence[Search], sources: list[list[int]]) -> None:
+        """Start searches whose sentences are, in order, the given sources. They take the
+        places of dead rows when there are enough, else the batch is compacted and grows."""
+        decoder = self.start(sources)
+        selections, tokens, offset = [], [], 0
+        for search in searches:
+            rows, first = search.start()
+            selections.append(rows + offset)
+            tokens.append(first)
+            offset += search.sentences
+        selection = np.concatenate(selections)
+        if not np.array_equal(selection, np.arange(offset)):
+            decoder.select(selection)
+        new_tokens = np.concatenate(tokens)
+        dead = np.setdiff1d(np.arange(len(self.tokens)), np.concatenate(self.rows)) if self.rows else np.arange(len(self.tokens))
+        if self.decoder is not None and len(dead) >= len(new_tokens):
+            slots = dead[: len(new_tokens)]
+            self.decoder.place(slots, decoder)  # type: ignore[attr-defined]
+            self.tokens[slots] = new_tokens
+        else:
+            if self.decoder is None:
+                self.decoder = decoder
+            else:
+                self._compact()
+                self.decoder.extend(decoder)  # type: ignore[attr-defined]
+            slots = len(self.tokens) + np.arange(len(new_tokens))
+            self.tokens = np.concatenate([self.tokens, new_tokens])
+        start = 0
+        for first in tokens:
+            self.rows.append(slots[start : start + len(first)])
+            start += len(first)
+        self.searches += searches
+
+    def remove(self, search: Search) -> None:
+        """Drop a search before it finishes (its client went away): its rows die."""
+        index = self.searches.index(search)
+        del self.searches[index], self.rows[index]
+        if not self.searches:
+            self._reset()
+
+    def _reset(self) -> None:
+        self.decoder, self.rows, self.tokens, self.dead_steps = None, [], np.zeros(0, dtype=np.int64), 0
+
+    def _compact(self, rows: list[np.ndarray] | None = None, tokens: np.ndarray | None = None) -> None:
+        """Copy the live rows (in the order given, repeats allowed) into a dense batch."""
+        rows = self.rows if rows is None else rows
+        order = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        if self.decoder is not None and not np.array_equal(order, np.arange(len(self.tokens))):
+            self.decoder.select(order)
+        self.tokens = self.tokens[order] if tokens is None else tokens
+        starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
+        self.rows = [start + np.arange(len(r)) for start, r in zip(starts, rows)]
+        self.dead_steps = 0
+
+    def step(self) -> list[Search]:
+        assert self.decoder is not None, "step() on an empty batch"
+        output = StepOutput.of(self.decoder.step(self.tokens))
+        kept_rows, kept_tokens, running, done = [], [], [], []
+        reordered = False
+        for search, rows in zip(self.searches, self.rows):
+            kept, next_tokens = search.advance(output.take(rows))
+            if len(kept) == 0:
+                done.append(search)
+                continue
+            chosen = rows[kept]
+            reordered = reordered or bool(np.any(np.diff(chosen) <= 0))
+            kept_rows.append(chosen)
+            kept_tokens.append(next_tokens)
+            running.append(search)
+        self.searches = running
+        if not running:
+            self._reset()
+            return done
+        live = sum(len(r) for r in kept_rows)
+        dead = len(self.tokens) - live
+        self.dead_steps = self.dead_steps + 1 if dead else 0
+        if reordered or dead > self.compact_fraction * len(self.tokens) or self.dead_steps > self.max_dead_steps:
+            self.rows = kept_rows
+            self._compact(kept_rows, np.concatenate(kept_tokens))
+        else:
+            self.rows = kept_rows
+            self.tokens = np.zeros_like(self.tokens)  # dead rows decode a pad token
+            for chosen, next_tokens in zip(kept_rows, kept_tokens):
+                self.tokens[chosen] = next_tokens
+        return done
+
+
+def run_to_completion(start: Callable[[list[list[int]]], IncrementalDecoder], search: Search, sources: list[list[int]]) -> list[list[Hypothesis]]:
+    batch = RunningBatch(start)
+    batch.admit([search], sources)
+    while batch.searches:
+        batch.step()
+    return search.results()
+
+
+def greedy_search(decoder: IncrementalDecoder, batch_size: int, special: SpecialIds, max_length: int) -> list[Hypothesis]:
+    """Greedy search over an already encoded batch."""
+    return [nbest[0] for nbest in run_to_completion(lambda _: decoder, GreedySearch(batch_size, special, max_length), [[]] * batch_size)]
 
 
 def beam_search(
@@ -73,68 +336,6 @@ def beam_search(
     length_penalty: float = 1.0,
     num_hypotheses: int = 1,
 ) -> list[list[Hypothesis]]:
-    """Beam search; returns num_hypotheses per sentence, best first.
-
-    A sentence is done once beam_size hypotheses have ended with eos; its rows then leave the
-    batch. Hypotheses still open at max_length are finished as they are."""
-    if not 1 <= num_hypotheses <= beam_size:
-        raise ValueError(f"num_hypotheses must be between 1 and beam_size ({beam_size})")
-    decoder.select(np.repeat(np.arange(batch_size), beam_size))
-    sentences = np.arange(batch_size)  # the sentences still decoding, beam_size rows each
-    beam_scores = np.zeros((batch_size, beam_size))
-    beam_scores[:, 1:] = -np.inf  # the beams start identical: expand only the first
-    beam_tokens: list[list[int]] = [[] for _ in range(batch_size * beam_size)]
-    prev = np.full(batch_size * beam_size, special.bos, dtype=np.int64)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
-
-    for position in range(max_length):
-        log_probs = log_softmax(decoder.step(prev, position).astype(np.float32))
-        vocab = log_probs.shape[-1]
-        candidates = (beam_scores[:, :, None] + log_probs.reshape(len(sentences), beam_size, vocab)).reshape(len(sentences), -1)
-        # 2 x beam candidates always hold beam_size that do not end, whatever the eos count.
-        top = np.argpartition(-candidates, 2 * beam_size - 1, axis=-1)[:, : 2 * beam_size]
-        top_scores = np.take_along_axis(candidates, top, axis=-1)
-        order = np.argsort(-top_scores, axis=-1, kind="stable")
-        top, top_scores = np.take_along_axis(top, order, axis=-1), np.take_along_axis(top_scores, order, axis=-1)
-
-        next_rows: list[int] = []
-        next_tokens: list[int] = []
-        next_scores: list[float] = []
-        still_open: list[int] = []
-        for slot, sentence in enumerate(sentences):
-            chosen_rows, chosen_tokens, chosen_scores = [], [], []
-            for rank, (flat, score) in enumerate(zip(top[slot].tolist(), top_scores[slot].tolist())):
-                row, token = slot * beam_size + flat // vocab, flat % vocab
-                if token == special.eos:
-                    if rank < beam_size and score > -np.inf:
-                        hypothesis = beam_tokens[row]
-                        finished[sentence].append(Hypothesis(list(hypothesis), score, length_normalized(score, len(hypothesis) + 1, length_penalty)))
-                    continue
-                chosen_rows.append(row)
-                chosen_tokens.append(token)
-                chosen_scores.append(score)
-                if len(chosen_rows) == beam_size:
-                    break
-            if len(finished[sentence]) >= beam_size:
-                continue  # done: its rows leave the batch
-            still_open.append(slot)
-            next_rows += chosen_rows
-            next_tokens += chosen_tokens
-            next_scores += chosen_scores
-        if not still_open:
-            sentences = sentences[:0]
-            break
-        beam_tokens = [beam_tokens[r] + [t] for r, t in zip(next_rows, next_tokens)]
-        rows = np.array(next_rows)
-        decoder.select(rows)
-        sentences = sentences[still_open]
-        beam_scores = np.array(next_scores).reshape(len(sentences), beam_size)
-        prev = np.array(next_tokens, dtype=np.int64)
-
-    for slot, sentence in enumerate(sentences):  # max_length reached: open beams count as they are
-        for beam in range(beam_size):
-            score = float(beam_scores[slot, beam])
-            if score > -np.inf:
-                tokens = beam_tokens[slot * beam_size + beam]
-                finished[sentence].append(Hypothesis(list(tokens), score, length_normalized(score, len(tokens), length_penalty)))
-    return [sorted(hypotheses, key=lambda h: h.normalized_score, reverse=True)[:num_hypotheses] for hypotheses in finished]
+    """Beam search over an already encoded batch; num_hypotheses per sentence, best first."""
+    search = BeamSearch(batch_size, special, max_length, beam_size, length_penalty, num_hypotheses)
+    return run_to_completion(lambda _: decoder, search, [[]] * batch_size)

@@ -130,6 +130,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
         if target.exists():
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
+        staging.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -19,8 +19,9 @@ from nmt_spec.graph_names import (
     ENCODER_HIDDEN_STATES,
     ENCODER_INPUT_IDS,
     ENCODER_MASK,
-    LOGITS,
-    STEP,
+    DECODER_MASK,
+    LOG_PROBS,
+    POSITION_IDS,
     cross_key,
     cross_value,
     past_key,
@@ -136,14 +137,15 @@ def build_encoder(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
 
 
 def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
-    """One decoder step: input_ids (B, 1), step (1,) int64 (the position being decoded),
-    encoder_attention_mask, the cross-attention keys/values and the self-attention cache
-    past_key_values.{i}.decoder.key|value (B, H, past_decoder_sequence_length, Dh)
-    -> logits (B, V) and present.{i}.decoder.key|value, one position longer."""
+    """One decoder step: input_ids (B, 1), position_ids (B, 1), decoder_attention_mask
+    (B, past + 1), encoder_attention_mask, the cross-attention keys/values and the
+    self-attention cache past_key_values.{i}.decoder.key|value (B, H, past_decoder_sequence_length, Dh)
+    -> log_probs (B, V) and present.{i}.decoder.key|value, one position longer."""
     t = _TransformerGraph(spec, weights, "decoder_step")
     g, config = t.g, t.config
     ids = g.input(DECODER_INPUT_IDS, INT64, ["batch_size", 1])
-    step = g.input(STEP, INT64, [1])
+    positions = g.input(POSITION_IDS, INT64, ["batch_size", 1])
+    self_mask = g.input(DECODER_MASK, INT32, ["batch_size", "total_decoder_sequence_length"])
     mask = g.input(ENCODER_MASK, INT32, ["batch_size", "encoder_sequence_length"])
     past_shape = ["batch_size", t.heads, "past_decoder_sequence_length", t.head_dim]
     cross_shape = ["batch_size", t.heads, "encoder_sequence_length", t.head_dim]
@@ -163,7 +165,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     else:
         output_weight = g.constant("output_proj.weight", t.w("output_proj.weight").T)
         token_vectors = g.op("Gather", [g.constant("tgt_embed.weight", t.w("tgt_embed.weight")), ids])
-    x = t.embed(token_vectors, g.op("Gather", [t.position_table(), step]))
+    x = t.embed(token_vectors, g.op("Gather", [t.position_table(), positions]))
     presents: list[tuple[str, str]] = []
     for i, (key_cache, value_cache, keys, values) in enumerate(caches):
         prefix = f"decoder_layers.{i}"
@@ -171,7 +173,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
         def self_attention(y: str, prefix: str = prefix, key_cache: str = key_cache, value_cache: str = value_cache) -> str:
             q, k, v = t.qkv(y, f"{prefix}.self_attn")
             attended, new_keys, new_values = g.op(
-                "MultiHeadAttention", [q, k, v, "", "", "", key_cache, value_cache], domain=MICROSOFT_DOMAIN, num_heads=t.heads, outputs=3
+                "MultiHeadAttention", [q, k, v, "", self_mask, "", key_cache, value_cache], domain=MICROSOFT_DOMAIN, num_heads=t.heads, outputs=3
             )
             presents.append((new_keys, new_values))
             return t.attention_output(attended, f"{prefix}.self_attn")
@@ -187,7 +189,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     x = t.final_norm(x, "decoder_norm")
     squeezed = g.op("Squeeze", [x, g.constant("axis_one", np.array([1], np.int64))])
     logits = g.op("MatMul", [squeezed, output_weight])
-    g.output(logits, LOGITS, FLOAT, ["batch_size", config.vocab_size])
+    g.output(g.op("LogSoftmax", [logits], axis=-1), LOG_PROBS, FLOAT, ["batch_size", config.vocab_size])
     present_shape = ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
     for i, (new_keys, new_values) in enumerate(presents):
         g.output(new_keys, present_key(i), FLOAT, present_shape)

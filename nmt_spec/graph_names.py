@@ -5,8 +5,14 @@ ENCODER_INPUT_IDS = "input_ids"
 ENCODER_HIDDEN_STATES = "encoder_hidden_states"
 ENCODER_MASK = "encoder_attention_mask"  # int32 (B, S): 1 for a real token, 0 for padding
 DECODER_INPUT_IDS = "input_ids"
-STEP = "step"  # int64 (1,): the target position being decoded
-LOGITS = "logits"
+POSITION_IDS = "position_ids"  # int64 (B, 1): the target position each row is decoding
+# int32 (B, past + 1): 1 for the self-attention cache slots (and the new one) a row may attend
+# to. Rows that joined a running batch late have empty slots before their first token, so rows
+# at different positions can share one cache tensor (in-flight batching).
+DECODER_MASK = "decoder_attention_mask"
+# float (B, V): log-softmax of the next-token logits, computed in the graph (vectorised and
+# multi-threaded there, where numpy would spend a tenth of a decoder step on it).
+LOG_PROBS = "log_probs"
 # The RNN decoder's state (B, layers, H); an LSTM also has a cell state. The encoder emits the
 # first present_* state, each step turns past_* into present_*.
 RNN_PAST_HIDDEN = "past_hidden"

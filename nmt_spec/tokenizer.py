@@ -11,6 +11,10 @@ import sentencepiece as spm
 
 from nmt_spec.model_spec import SpecialIds
 
+# SentencePiece's list API runs on a thread pool that costs about 100 us to start, ten
+# sentences' worth: shorter lists go one sentence at a time (a server sees one or a few).
+THREADED_BATCH = 64
+
 
 def train_tokenizer(
     sentences: Iterable[str],
@@ -68,13 +72,15 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         eos = self.special_ids.eos
-        return [ids + [eos] for ids in self._processor.encode(list(texts))]
+        encoded = self._processor.encode(list(texts)) if len(texts) >= THREADED_BATCH else [self._processor.encode(text) for text in texts]
+        return [ids + [eos] for ids in encoded]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._processor.decode(self._strip_specials(ids))
 
     def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
-        return self._processor.decode([self._strip_specials(ids) for ids in batch])
+        stripped = [self._strip_specials(ids) for ids in batch]
+        return self._processor.decode(stripped) if len(stripped) >= THREADED_BATCH else [self._processor.decode(ids) for ids in stripped]
 
     def pieces(self, text: str) -> list[str]:
         return self._processor.encode(text, out_type=str)

@@ -18,11 +18,13 @@ class TorchIncrementalDecoder:
         self.device = src.device
         self.encoded = model.encode(src)
         self.state = model.init_state(self.encoded)
+        self.position = 0  # every row decodes the same position: rows join only at the start
 
     @torch.no_grad()
-    def step(self, tokens: np.ndarray, position: int) -> np.ndarray:
-        logits, self.state = self.model.decode_step(torch.from_numpy(tokens).to(self.device), position, self.encoded, self.state)
-        return logits.float().cpu().numpy()
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        logits, self.state = self.model.decode_step(torch.from_numpy(tokens).to(self.device), self.position, self.encoded, self.state)
+        self.position += 1
+        return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 
     def select(self, rows: np.ndarray) -> None:
         index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device)

@@ -14,8 +14,9 @@ import onnx
 import pytest
 import torch
 
-from decoding.batching import SearchOptions
+from decoding.batching import SearchOptions, make_search, pad_ids
 from decoding.runtime import CUDA, RuntimeConfig, cuda_device_present
+from decoding.search import RunningBatch
 from decoding.translator import Translator
 from export.exporter import ExportConfig, export_model
 from nmt_spec import Tokenizer
@@ -135,7 +136,7 @@ def test_manifest_describes_the_model_and_every_file(exported: dict) -> None:
     assert manifest.spec.architecture == "transformer"
     assert set(manifest.files) == {p.name for p in version.iterdir() if p.name not in ("manifest.json", "parity_report.json")}
     decoder_inputs = {t.name for t in manifest.variants["fp32"].decoder.inputs}
-    assert {"input_ids", "step", "encoder_attention_mask", "past_key_values.0.decoder.key", "past_key_values.0.encoder.value"} <= decoder_inputs
+    assert {"input_ids", "position_ids", "decoder_attention_mask", "encoder_attention_mask", "past_key_values.0.decoder.key", "past_key_values.0.encoder.value"} <= decoder_inputs
     assert json.loads((version / "parity_report.json").read_text())["fp32"]["parity"]["max_abs_logit_diff"] <= 1e-4
 
 
@@ -179,5 +180,54 @@ def test_empty_cache_has_no_past_positions(exported: dict) -> None:
     translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
     decoder = translator.model.start(np.array([[5, 6, 3]], dtype=np.int64))
     assert decoder.state["past_key_values.0.decoder.key"].shape[2] == 0
-    decoder.step(np.array([2]), 0)
+    decoder.step(np.array([2]))
     assert decoder.state["past_key_values.0.decoder.key"].shape[2] == 1
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_sentences_joining_a_running_batch_get_the_answers_they_get_alone(exported: dict, architecture: str, beam_size: int) -> None:
+    """In-flight batching: newcomers are encoded and join between two steps, at position 0
+    while the others are further on; a search dropped midway takes only its own rows along."""
+    _, version = exported[architecture]
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    special = translator.spec.special_ids
+    sources = translator.encode(SOURCES)
+    options = SearchOptions(beam_size=beam_size, num_hypotheses=beam_size, max_decoding_length=24)
+    alone = [translator.translate_ids([source], options)[0] for source in sources]
+
+    batch = RunningBatch(lambda batch_sources: translator.model.start(pad_ids(batch_sources, special.pad)))
+    searches, pending, cancelled, step = {}, list(range(len(sources))), None, 0
+    while pending or batch.searches:
+        if pending and step % 2 == 0:
+            joining, pending = pending[:2], pending[2:]
+            new = [make_search(options, 1, special) for _ in joining]
+            batch.admit(new, [sources[i] for i in joining])
+            searches.update(zip(joining, new))
+            if cancelled is None and step == 2:
+                cancelled = joining[0]
+                batch.remove(searches.pop(cancelled))
+        if batch.searches:
+            batch.step()
+        step += 1
+    assert cancelled is not None and len(searches) == len(sources) - 1
+    for index, search in searches.items():
+        got = search.results()[0]
+        assert [h.tokens for h in got] == [h.tokens for h in alone[index]], SOURCES[index]
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in alone[index]], atol=1e-4)
+
+
+def test_cache_slots_of_rows_that_left_are_dropped(exported: dict) -> None:
+    _, version = exported["transformer"]
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    first = translator.model.start(np.array([[5, 6, 3]], dtype=np.int64))
+    for token in (2, 7, 8):
+        first.step(np.array([token]))
+    first.extend(translator.model.start(np.array([[9, 3]], dtype=np.int64)))
+    assert first.rows.mask.tolist() == [[1, 1, 1], [0, 0, 0]] and first.rows.positions.tolist() == [3, 0]
+    first.step(np.array([4, 2]))
+    assert first.state["past_key_values.0.decoder.key"].shape[2] == 4
+    first.select(np.array([1]))
+    first.step(np.array([6]))
+    # the newcomer's two tokens remain; the three slots that only the first row used are gone
+    assert first.rows.mask.tolist() == [[1, 1]] and first.state["past_key_values.0.decoder.key"].shape[2] == 2

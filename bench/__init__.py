@@ -1,0 +1,1 @@
+"""Benchmarks: load generation against the gRPC server (python -m bench.load)."""

@@ -1,0 +1,1 @@
+"""gRPC translation server over the model repository (no torch: ONNX Runtime only)."""

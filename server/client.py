@@ -1,0 +1,115 @@
+"""A small client for the Translator service, and its command line:
+
+    python -m server.client --target localhost:50051 "A man is riding a bike."
+    cat sentences.txt | python -m server.client --target localhost:50051
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterable, Iterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nmt.v1 import translator_pb2 as pb
+from nmt.v1 import translator_pb2_grpc
+
+SERVICE = "nmt.v1.Translator"
+# Lines from stdin go out in requests of this many texts, so a long file streams through.
+STDIN_CHUNK = 32
+
+
+class TranslatorClient:
+    def __init__(self, target: str, timeout: float | None = 30.0) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.stub = translator_pb2_grpc.TranslatorStub(self.channel)
+        self.timeout = timeout
+
+    def translate(self, texts: list[str], model: str = "", options: pb.DecodingOptions | None = None) -> pb.TranslateResponse:
+        request = pb.TranslateRequest(model=model, texts=texts, options=options)
+        return self.stub.Translate(request, timeout=self.timeout)
+
+    def translate_stream(self, chunks: Iterable[list[str]], model: str = "", options: pb.DecodingOptions | None = None) -> Iterator[pb.TranslateResponse]:
+        requests = (pb.TranslateRequest(model=model, texts=texts, options=options) for texts in chunks)
+        return self.stub.TranslateStream(requests)
+
+    def wait_until_serving(self, seconds: float) -> None:
+        """Block until the health service reports SERVING (models loaded and warmed up)."""
+        health = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=max(0.1, deadline - time.monotonic()), wait_for_ready=True).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the server was not SERVING within {seconds:.0f} s")
+            time.sleep(0.1)
+
+    def list_models(self) -> pb.ListModelsResponse:
+        return self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in lines:
+        if line.strip():
+            chunk.append(line.rstrip("\n"))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m server.client", description="Translate sentences with a running translation server.")
+    parser.add_argument("texts", nargs="*", help="sentences to translate; none: read one per line from stdin")
+    parser.add_argument("--target", default="localhost:50051", help="server address (default: %(default)s)")
+    parser.add_argument("--model", default="", help="model name; empty: the server's default")
+    parser.add_argument("--beam-size", type=int, default=None, help="beam size (default: the server's, greedy)")
+    parser.add_argument("--n-best", type=int, default=None, help="hypotheses per sentence, printed tab-separated with their scores")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds (default: %(default)s)")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="first wait up to this long for the server to be SERVING")
+    parser.add_argument("--list-models", action="store_true", help="print the served models and exit")
+    args = parser.parse_args(argv)
+
+    client = TranslatorClient(args.target, args.timeout)
+    options = pb.DecodingOptions(beam_size=args.beam_size, num_hypotheses=args.n_best, return_scores=args.n_best is not None)
+    try:
+        if args.wait:
+            client.wait_until_serving(args.wait)
+        if args.list_models:
+            for model in client.list_models().models:
+                default = " (default)" if model.is_default else ""
+                print(f"{model.name}{default}\tversions {','.join(model.versions)}\t{model.source_language}->{model.target_language}\t{model.architecture}\t{model.variant}")
+            return 0
+        responses = [client.translate(args.texts, args.model, options)] if args.texts else client.translate_stream(_chunks(sys.stdin, STDIN_CHUNK), args.model, options)
+        for response in responses:
+            for translation in response.translations:
+                if translation.hypotheses:
+                    print("\t".join(f"{h.text}\t{h.score:.4f}" for h in translation.hypotheses))
+                else:
+                    print(translation.text)
+    except grpc.RpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    except TimeoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

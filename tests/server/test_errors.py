@@ -1,0 +1,107 @@
+"""Bad input gets the right status and a message that says what to fix; load beyond the queue
+is refused, deadlines and cancellations drop the work; nothing else is disturbed."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nmt.v1 import translator_pb2 as pb
+from nmt.v1 import translator_pb2_grpc
+from tests.server.conftest import TEST_SENTENCES, greedy
+from tests.server.running_server import RunningServer, start_server
+
+LONG_TEXT = " ".join(TEST_SENTENCES[:40])  # far over 128 tokens
+Options = pb.DecodingOptions
+
+BAD_REQUESTS = [
+    ("no texts", pb.TranslateRequest(texts=[]), grpc.StatusCode.INVALID_ARGUMENT, "texts is empty"),
+    ("empty text", pb.TranslateRequest(texts=["A dog.", ""]), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[1\] is empty"),
+    ("whitespace text", pb.TranslateRequest(texts=[" \t\n"]), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[0\] is empty or whitespace"),
+    ("text too long", pb.TranslateRequest(texts=["A dog.", LONG_TEXT]), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[1\] is \d+ tokens long.*at most 128"),
+    ("too many texts", pb.TranslateRequest(texts=["A dog."] * 129), grpc.StatusCode.INVALID_ARGUMENT, "129 texts.*limit is 128"),
+    ("beam 0", pb.TranslateRequest(texts=["A dog."], options=Options(beam_size=0)), grpc.StatusCode.INVALID_ARGUMENT, "beam_size must be between 1 and 8"),
+    ("beam over the limit", pb.TranslateRequest(texts=["A dog."], options=Options(beam_size=9)), grpc.StatusCode.INVALID_ARGUMENT, "beam_size.*got 9"),
+    ("negative length penalty", pb.TranslateRequest(texts=["A dog."], options=Options(length_penalty=-0.5)), grpc.StatusCode.INVALID_ARGUMENT, "length_penalty must be"),
+    ("nan length penalty", pb.TranslateRequest(texts=["A dog."], options=Options(length_penalty=float("nan"))), grpc.StatusCode.INVALID_ARGUMENT, "length_penalty"),
+    ("more hypotheses than beams", pb.TranslateRequest(texts=["A dog."], options=Options(beam_size=2, num_hypotheses=3)), grpc.StatusCode.INVALID_ARGUMENT, "num_hypotheses.*beam_size \\(2\\)"),
+    ("max length 0", pb.TranslateRequest(texts=["A dog."], options=Options(max_decoding_length=0)), grpc.StatusCode.INVALID_ARGUMENT, "max_decoding_length"),
+    ("max length over the model's", pb.TranslateRequest(texts=["A dog."], options=Options(max_decoding_length=1000)), grpc.StatusCode.INVALID_ARGUMENT, "max_decoding_length.*128"),
+    ("unknown model", pb.TranslateRequest(model="klingon", texts=["A dog."]), grpc.StatusCode.NOT_FOUND, "'klingon' is not served.*transformer-en-de"),
+    ("unknown version", pb.TranslateRequest(model="rnn-en-de", model_version="7", texts=["A dog."]), grpc.StatusCode.NOT_FOUND, "version '7' is not loaded"),
+]
+
+
+@pytest.mark.parametrize(("case", "request_message", "code", "message"), BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS])
+def test_bad_input_gets_its_status_code_and_a_message_that_says_what_to_fix(server: RunningServer, case: str, request_message, code, message: str) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        with pytest.raises(grpc.RpcError) as raised:
+            translator_pb2_grpc.TranslatorStub(channel).Translate(request_message, timeout=30)
+    assert raised.value.code() == code
+    assert re.search(message, raised.value.details()), raised.value.details()
+
+
+def test_bad_requests_do_not_disturb_good_ones_sent_at_the_same_time(server: RunningServer, direct: dict) -> None:
+    good = [("transformer-en-de", [text], None) for text in TEST_SENTENCES[200:216]]
+    bad = [("transformer-en-de", [""], None), ("nope", ["A dog."], None), ("rnn-en-de", ["A dog."], Options(beam_size=99))]
+
+    async def run() -> list:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = translator_pb2_grpc.TranslatorStub(channel)
+            calls = [stub.Translate(pb.TranslateRequest(model=m, texts=t, options=o), timeout=60) for m, t, o in good + bad]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(run())
+    assert [r.translations[0].text for r in results[: len(good)]] == greedy(direct["transformer-en-de"], [t[0] for _, t, _ in good])
+    assert [r.code() for r in results[len(good) :]] == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT]
+
+
+def test_a_full_queue_refuses_with_resource_exhausted_and_loses_no_accepted_request(tmp_path: Path, direct: dict) -> None:
+    running = start_server(tmp_path, "--max-queue-size", "4", "--max-batch-size", "2", "--models", "transformer-en-de")
+    texts = TEST_SENTENCES[300:340]
+    try:
+
+        async def run() -> list:
+            async with grpc.aio.insecure_channel(running.target) as channel:
+                stub = translator_pb2_grpc.TranslatorStub(channel)
+                return await asyncio.gather(*[stub.Translate(pb.TranslateRequest(texts=[t]), timeout=120) for t in texts], return_exceptions=True)
+
+        results = asyncio.run(run())
+        samples = running.scrape()
+    finally:
+        assert running.stop() == 0
+    refused = [r for r in results if isinstance(r, grpc.RpcError)]
+    assert refused and all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue" in r.details() for r in refused)
+    answered = {text: r.translations[0].text for text, r in zip(texts, results) if not isinstance(r, grpc.RpcError)}
+    assert answered and list(answered.values()) == greedy(direct["transformer-en-de"], list(answered))
+    assert samples['nmt_requests_total{code="RESOURCE_EXHAUSTED",method="Translate",model="transformer-en-de"}'] == len(refused)
+
+
+def test_expired_deadlines_and_cancelled_calls_are_dropped_from_queue_and_batch(server: RunningServer, direct: dict) -> None:
+    heavy = pb.TranslateRequest(texts=TEST_SENTENCES[400:464], options=Options(beam_size=8))
+    with grpc.insecure_channel(server.target) as channel:
+        stub = translator_pb2_grpc.TranslatorStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Translate(heavy, timeout=0.3)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        cancelled = stub.Translate.future(heavy, timeout=60)
+        time.sleep(0.2)
+        assert cancelled.cancel()
+        # the sentences that shared the batch are answered as usual
+        texts = TEST_SENTENCES[470:476]
+        assert [t.text for t in stub.Translate(pb.TranslateRequest(texts=texts), timeout=60).translations] == greedy(direct["transformer-en-de"], texts)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        samples = server.scrape()
+        if samples['nmt_queue_depth{model="transformer-en-de"}'] == 0 and samples['nmt_inflight_sentences{model="transformer-en-de"}'] == 0:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"queue/in-flight gauges did not return to 0: {samples}")
+    assert samples['nmt_requests_total{code="DEADLINE_EXCEEDED",method="Translate",model="transformer-en-de"}'] >= 1
+    assert samples['nmt_requests_total{code="CANCELLED",method="Translate",model="transformer-en-de"}'] >= 1

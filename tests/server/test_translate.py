@@ -1,0 +1,82 @@
+"""Translations through the real server equal the decoding module's, alone, batched, concurrent."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from decoding.batching import SearchOptions
+from nmt.v1 import translator_pb2 as pb
+from nmt.v1 import translator_pb2_grpc
+from server.client import TranslatorClient
+from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy
+from tests.server.running_server import RunningServer, start_server
+
+
+@pytest.mark.parametrize("model", DEFAULT_MODELS)
+def test_server_translations_equal_the_decoding_module(server: RunningServer, direct: dict, model: str) -> None:
+    texts = TEST_SENTENCES[:24]
+    client = TranslatorClient(server.target)
+    response = client.translate(texts, model=model)
+    assert response.model == model and response.model_version == "1"
+    assert [t.text for t in response.translations] == greedy(direct[model], texts)
+    sources = direct[model].encode(texts)
+    assert [t.input_tokens for t in response.translations] == [len(s) for s in sources]
+    assert all(t.output_tokens > 0 for t in response.translations)
+
+
+def test_empty_model_name_means_the_default_model(server: RunningServer, direct: dict) -> None:
+    response = TranslatorClient(server.target).translate(["A man is riding a bike."])
+    assert response.model == "transformer-en-de"
+    assert response.translations[0].text == greedy(direct["transformer-en-de"], ["A man is riding a bike."])[0]
+
+
+@pytest.mark.parametrize("model", DEFAULT_MODELS)
+def test_beam_search_returns_the_n_best_of_the_decoding_module(server: RunningServer, direct: dict, model: str) -> None:
+    texts = TEST_SENTENCES[30:34]
+    options = pb.DecodingOptions(beam_size=4, num_hypotheses=3, length_penalty=0.6, return_scores=True)
+    response = TranslatorClient(server.target).translate(texts, model=model, options=options)
+    expected = direct[model].translate_ids(direct[model].encode(texts), SearchOptions(beam_size=4, num_hypotheses=3, length_penalty=0.6, max_decoding_length=128))
+    for translation, nbest in zip(response.translations, expected):
+        assert [h.text for h in translation.hypotheses] == [h.text for h in nbest]
+        assert translation.text == nbest[0].text
+        assert translation.score == pytest.approx(nbest[0].score, abs=1e-3)
+        assert [h.score for h in translation.hypotheses] == pytest.approx([h.score for h in nbest], abs=1e-3)
+
+
+def test_a_stream_answers_every_request_in_order(server: RunningServer, direct: dict) -> None:
+    chunks = [TEST_SENTENCES[i : i + 3] for i in range(40, 55, 3)]
+    responses = list(TranslatorClient(server.target).translate_stream(chunks))
+    assert [[t.text for t in r.translations] for r in responses] == [greedy(direct["transformer-en-de"], chunk) for chunk in chunks]
+
+
+async def translate_concurrently(target: str, requests: list[tuple[str, list[str], pb.DecodingOptions | None]]) -> list[pb.TranslateResponse]:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = translator_pb2_grpc.TranslatorStub(channel)
+        calls = [stub.Translate(pb.TranslateRequest(model=model, texts=texts, options=options), timeout=120) for model, texts, options in requests]
+        return await asyncio.gather(*calls)
+
+
+@pytest.mark.parametrize("policy", ["inflight", "dynamic"])
+def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, direct: dict, policy: str) -> None:
+    """64 clients at once, of both models, greedy and beam, one or several sentences: batching
+    (of either policy) changes no answer."""
+    texts = TEST_SENTENCES[100:164]
+    requests = []
+    for index, text in enumerate(texts):
+        model = DEFAULT_MODELS[index % 2]
+        batch = [text] if index % 3 else texts[index : index + 3]
+        options = pb.DecodingOptions(beam_size=2) if index % 5 == 0 else None
+        requests.append((model, batch, options))
+    running = start_server(tmp_path, "--batching", policy, "--max-batch-size", "16")
+    try:
+        responses = asyncio.run(translate_concurrently(running.target, requests))
+    finally:
+        assert running.stop() == 0
+    for (model, batch, options), response in zip(requests, responses):
+        search = SearchOptions(beam_size=options.beam_size if options else 1, max_decoding_length=128)
+        expected = [nbest[0].text for nbest in direct[model].translate_ids(direct[model].encode(batch), search)]
+        assert [t.text for t in response.translations] == expected, (policy, model, batch)
