@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve proto test train-tiny train-transformer train-rnn evaluate clean
+.PHONY: install demo serve proto bench test train-tiny train-transformer train-rnn evaluate clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ serve: install
 # Regenerate nmt/v1/ from protos/ (committed; tests/server checks it is current).
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/nmt/v1/translator.proto
+
+# Every engine on the same weights (minutes): docs/BENCHMARKS.md and plots.
+bench: install
+	$(BIN)/python -m bench
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,96 @@
+"""python -m bench: every engine on the same weights and sentences, a table of ratios
+(docs/BENCHMARKS.md) and plots. `--smoke` runs a handful of sentences, for CI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.engines import ROOT, Measurement, ServerProcess, ctranslate2_greedy, onnx_greedy, pytorch_greedy, server_load
+from bench.flops import flops_per_generated_token, matmul_peak_flops
+from bench.report import Report
+
+MODELS = {"transformer-en-de": "checkpoints/transformer-en-de/model.pt", "rnn-en-de": "checkpoints/rnn-en-de/model.pt"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine_description(threads: int) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores visible, {threads} threads per engine, Python {platform.python_version()}, no GPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=1000, help="first N sentences of data/multi30k/<split>.en")
+    parser.add_argument("--split", default="test2016")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64, 256], help="server load levels (clients, one sentence per request)")
+    parser.add_argument("--policies", nargs="+", default=["dynamic", "inflight"], choices=["dynamic", "inflight"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads each engine may use")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="sentences per batch for every engine (CTranslate2 max_batch_size, the server's --max-batch-size)")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="markdown report; plots are written beside it")
+    parser.add_argument("--smoke", action="store_true", help="8 sentences, concurrency 1 and 4: checks the benchmark runs, measures nothing")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sentences, args.concurrency = 8, [1, 4]
+
+    data = ROOT / "data" / "multi30k"
+    texts = (data / f"{args.split}.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
+    references = (data / f"{args.split}.de").read_text(encoding="utf-8").splitlines()[: args.sentences]
+    report = Report(texts, references, machine_description(args.threads), "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    progress(f"matmul peak ({args.threads} threads) ...")
+    report.peak_flops = matmul_peak_flops(512 if args.smoke else 1024)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.models:
+            checkpoint = ROOT / MODELS[name]
+            version = ROOT / "models" / name / "1"
+            progress(f"{name}: PyTorch eager")
+            report.add(pytorch_greedy(checkpoint, texts, args.threads, name))
+            if name.startswith("transformer"):
+                from bench.ctranslate2_converter import convert
+
+                progress(f"{name}: converting to CTranslate2 through its spec API")
+                converted = convert(checkpoint, Path(scratch) / name)
+                for compute_type in ("float32", "int8"):
+                    progress(f"{name}: CTranslate2 {compute_type}")
+                    report.add(ctranslate2_greedy(converted, checkpoint.parent / "tokenizer.model", texts, args.threads, compute_type, name, args.max_batch_size))
+            for variant in ("fp32", "int8"):
+                progress(f"{name}: ONNX Runtime in-process, {variant}")
+                report.add(onnx_greedy(version, variant, texts, args.threads, name))
+            for policy in args.policies:
+                log = Path(scratch) / f"server-{name}-{policy}.log"
+                with ServerProcess(name, policy, args.threads, free_port(), log, ["--max-batch-size", str(args.max_batch_size)]) as server:
+                    for concurrency in args.concurrency:
+                        progress(f"{name}: server, {policy} batching, {concurrency} clients")
+                        report.add(server_load(server, texts, concurrency, name, policy))
+            from nmt_spec.manifest import Manifest
+
+            spec = Manifest.load(version, verify_files=False).spec
+            report.set_flops(name, lambda source, target, spec=spec: flops_per_generated_token(spec, source, target))
+
+    output = args.output if not args.smoke else Path(tempfile.mkdtemp(prefix="bench-smoke-")) / "BENCHMARKS.md"
+    report.write(output)
+    print(report.table())
+    progress(f"wrote {output} and its plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

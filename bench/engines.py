@@ -1,0 +1,109 @@
+"""Each engine translating the same sentences with the same weights, greedy, timed the same way:
+PyTorch eager (the training code's search), CTranslate2, our decoding module in-process, and
+our gRPC server end to end under a load generator."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.load import run_load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Measurement:
+    engine: str  # e.g. "pytorch", "ctranslate2", "onnx", "server"
+    model: str
+    setting: str  # variant, compute type or batching policy
+    concurrency: int  # clients (server) or 0 for an in-process batch call
+    seconds: float
+    translations: list[str]
+    latencies: list[float] = field(default_factory=list)  # per request (server)
+
+    def percentile(self, fraction: float) -> float | None:
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def pytorch_greedy(checkpoint: Path, texts: list[str], threads: int, model_name: str) -> Measurement:
+    import torch
+
+    from nmt_spec import Tokenizer
+    from training.checkpoint import load_model
+    from training.evaluate import translate
+
+    torch.set_num_threads(threads)
+    spec, model, _ = load_model(checkpoint)
+    tokenizer = Tokenizer(checkpoint.parent / spec.tokenizer_file, spec.special_ids)
+    translate(model, tokenizer, spec, texts[:8])  # warm-up
+    began = time.perf_counter()
+    translations = translate(model, tokenizer, spec, texts)
+    return Measurement("pytorch", model_name, "fp32 eager", 0, time.perf_counter() - began, translations)
+
+
+def ctranslate2_greedy(model_directory: Path, tokenizer_file: Path, texts: list[str], threads: int, compute_type: str, model_name: str, max_batch_size: int) -> Measurement:
+    import ctranslate2
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_file=str(tokenizer_file))
+    eos = processor.id_to_piece(processor.eos_id())
+    translator = ctranslate2.Translator(str(model_directory), device="cpu", compute_type=compute_type, inter_threads=1, intra_threads=threads)
+    tokens = [processor.encode(text, out_type=str) + [eos] for text in texts]
+    translator.translate_batch(tokens[:8], beam_size=1)  # warm-up
+    began = time.perf_counter()
+    results = translator.translate_batch(tokens, beam_size=1, max_decoding_length=128, max_batch_size=max_batch_size)
+    translations = [processor.decode_pieces(result.hypotheses[0]) for result in results]
+    return Measurement("ctranslate2", model_name, compute_type, 0, time.perf_counter() - began, translations)
+
+
+def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str) -> Measurement:
+    from decoding.runtime import RuntimeConfig
+    from decoding.translator import Translator
+
+    translator = Translator.from_repository(version_directory, variant, RuntimeConfig(device="cpu", intra_op_threads=threads))
+    translator.translate(texts[:8])
+    began = time.perf_counter()
+    translations = translator.translate(texts)
+    return Measurement("onnx", model_name, variant, 0, time.perf_counter() - began, translations)
+
+
+class ServerProcess:
+    """python -m server on loopback ports, for one model and policy."""
+
+    def __init__(self, model: str, policy: str, threads: int, port: int, log: Path, extra: list[str]) -> None:
+        command = [
+            sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+            "--models", model, "--default-model", model, "--batching", policy, "--intra-op-threads", str(threads), *extra,
+        ]  # fmt: skip
+        self.target = f"127.0.0.1:{port}"
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> ServerProcess:
+        from server.client import TranslatorClient
+
+        client = TranslatorClient(self.target)
+        try:
+            client.wait_until_serving(180)
+        finally:
+            client.close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def server_load(server: ServerProcess, texts: list[str], concurrency: int, model_name: str, policy: str) -> Measurement:
+    asyncio.run(run_load(server.target, texts[:8], min(concurrency, 8)))  # warm-up
+    result = asyncio.run(run_load(server.target, texts, concurrency))
+    if result.errors:
+        raise RuntimeError(f"{result.errors} requests failed at concurrency {concurrency}")
+    return Measurement("server", model_name, policy, concurrency, result.seconds, result.translations, result.latencies)

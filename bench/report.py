@@ -1,0 +1,179 @@
+"""The benchmark's table, ratios and plots."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sacrebleu
+
+from bench.engines import ROOT, Measurement
+from nmt_spec import Tokenizer
+
+FlopsFunction = Callable[[float, float], float]
+
+
+@dataclass
+class Report:
+    texts: list[str]
+    references: list[str]
+    machine: str
+    command: str
+    peak_flops: float = 0.0
+    measurements: list[Measurement] = field(default_factory=list)
+    flops: dict[str, FlopsFunction] = field(default_factory=dict)
+    tokenizers: dict[str, Tokenizer] = field(default_factory=dict)
+
+    def add(self, measurement: Measurement) -> None:
+        self.measurements.append(measurement)
+
+    def set_flops(self, model: str, function: FlopsFunction) -> None:
+        self.flops[model] = function
+
+    def tokenizer(self, model: str) -> Tokenizer:
+        if model not in self.tokenizers:
+            self.tokenizers[model] = Tokenizer(ROOT / "models" / model / "1" / "tokenizer.model")
+        return self.tokenizers[model]
+
+    def target_tokens(self, m: Measurement) -> int:
+        """Subword tokens of the outputs, eos included: the decoder steps each sentence took."""
+        return sum(len(ids) for ids in self.tokenizer(m.model).encode_batch(m.translations))
+
+    def source_tokens(self, model: str) -> int:
+        return sum(len(ids) for ids in self.tokenizer(model).encode_batch(self.texts))
+
+    def sentences_per_second(self, m: Measurement) -> float:
+        return len(self.texts) / m.seconds
+
+    def tokens_per_second(self, m: Measurement) -> float:
+        return self.target_tokens(m) / m.seconds
+
+    def bleu(self, m: Measurement) -> float:
+        return sacrebleu.corpus_bleu(m.translations, [self.references]).score
+
+    def reference_outputs(self, model: str) -> list[str] | None:
+        return next((m.translations for m in self.measurements if m.model == model and m.engine == "onnx" and m.setting == "fp32"), None)
+
+    def table(self) -> str:
+        lines = [
+            "| engine | model | setting | clients | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | BLEU | same output as ONNX fp32 |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m in self.measurements:
+            reference = self.reference_outputs(m.model)
+            same = f"{sum(a == b for a, b in zip(m.translations, reference)) / len(reference):.1%}" if reference else "-"
+            percentiles = [m.percentile(q) for q in (0.5, 0.9, 0.99)]
+            shown = " | ".join("-" if p is None else f"{1000 * p:.0f}" for p in percentiles)
+            clients = str(m.concurrency) if m.concurrency else "batch"
+            lines.append(
+                f"| {m.engine} | {m.model} | {m.setting} | {clients} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {self.bleu(m):.2f} | {same} |"
+            )
+        return "\n".join(lines)
+
+    def best(self, model: str, engine: str, setting: str | None = None) -> Measurement | None:
+        candidates = [m for m in self.measurements if m.model == model and m.engine == engine and (setting is None or m.setting == setting)]
+        return max(candidates, key=self.sentences_per_second, default=None)
+
+    def at(self, model: str, policy: str, concurrency: int) -> Measurement | None:
+        return next((m for m in self.measurements if m.model == model and m.engine == "server" and m.setting == policy and m.concurrency == concurrency), None)
+
+    def ratios(self) -> str:
+        lines = ["| model | comparison | ratio |", "|---|---|---:|"]
+
+        def ratio(model: str, label: str, a: Measurement | None, b: Measurement | None, value=None) -> None:
+            if a is not None and b is not None:
+                lines.append(f"| {model} | {label} | {(value or self.sentences_per_second)(a) / (value or self.sentences_per_second)(b):.2f}x |")
+
+        for model in dict.fromkeys(m.model for m in self.measurements):
+            server = self.best(model, "server")
+            if server is None:
+                continue
+            where = f"{server.setting}, {server.concurrency} clients"
+            ratio(model, f"server at its best ({where}) / CTranslate2 float32 translate_batch", server, self.best(model, "ctranslate2", "float32"))
+            ratio(model, f"server at its best ({where}) / CTranslate2 int8", server, self.best(model, "ctranslate2", "int8"))
+            ratio(model, f"server at its best ({where}) / PyTorch eager", server, self.best(model, "pytorch"))
+            ratio(model, "ONNX in-process fp32 / CTranslate2 float32", self.best(model, "onnx", "fp32"), self.best(model, "ctranslate2", "float32"))
+            ratio(model, f"server at its best ({where}) / ONNX in-process fp32 (cost of serving)", server, self.best(model, "onnx", "fp32"))
+            for policy in ("dynamic", "inflight"):
+                ratio(model, f"server {policy}: 64 clients / 1 client", self.at(model, policy, 64), self.at(model, policy, 1))
+            concurrencies = sorted({m.concurrency for m in self.measurements if m.model == model and m.engine == "server"})
+            for concurrency in concurrencies:
+                inflight, dynamic = self.at(model, "inflight", concurrency), self.at(model, "dynamic", concurrency)
+                ratio(model, f"in-flight / dynamic throughput, {concurrency} clients", inflight, dynamic)
+                ratio(model, f"in-flight / dynamic p99 latency, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
+        return "\n".join(lines)
+
+    def utilisation(self) -> str:
+        lines = [f"Measured fp32 matmul peak: {self.peak_flops / 1e9:.1f} GFLOP/s.", "", "| model | engine | GFLOP per 1,000 target tokens | achieved GFLOP/s | fraction of peak |", "|---|---|---:|---:|---:|"]
+        for model, function in self.flops.items():
+            for engine in ("server", "onnx", "ctranslate2", "pytorch"):
+                m = self.best(model, engine)
+                if m is None:
+                    continue
+                per_token = function(self.source_tokens(model) / len(self.texts), self.target_tokens(m) / len(self.texts))
+                achieved = per_token * self.tokens_per_second(m)
+                lines.append(f"| {model} | {engine} ({m.setting}) | {per_token * 1000 / 1e9:.2f} | {achieved / 1e9:.2f} | {achieved / self.peak_flops:.1%} |")
+        return "\n".join(lines)
+
+    def plot(self, directory: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        written = []
+        for model in dict.fromkeys(m.model for m in self.measurements):
+            figure, (throughput, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
+            for policy, marker in (("dynamic", "o"), ("inflight", "s")):
+                runs = sorted((m for m in self.measurements if m.model == model and m.engine == "server" and m.setting == policy), key=lambda m: m.concurrency)
+                if not runs:
+                    continue
+                clients = [m.concurrency for m in runs]
+                throughput.plot(clients, [self.sentences_per_second(m) for m in runs], marker=marker, label=f"server, {policy}")
+                for fraction, style in ((0.5, "-"), (0.9, "--"), (0.99, ":")):
+                    latency.plot(clients, [1000 * m.percentile(fraction) for m in runs], style, marker=marker, label=f"{policy} p{round(fraction * 100)}")
+            for m in self.measurements:
+                if m.model == model and m.engine != "server":
+                    throughput.axhline(self.sentences_per_second(m), linestyle="--", linewidth=1, color="grey" if m.engine != "ctranslate2" else "black")
+                    throughput.annotate(f"{m.engine} {m.setting}", (1, self.sentences_per_second(m)), fontsize=7, va="bottom")
+            for axis, title, unit in ((throughput, "throughput", "sentences/s"), (latency, "latency per request", "ms")):
+                axis.set_xscale("log", base=2)
+                axis.set_xlabel("concurrent clients (one sentence per request)")
+                axis.set_ylabel(unit)
+                axis.set_title(f"{model}: {title}")
+                axis.grid(alpha=0.3)
+                axis.legend(fontsize=7)
+            latency.set_yscale("log")
+            figure.tight_layout()
+            path = directory / f"bench-{model}.png"
+            figure.savefig(path, dpi=110)
+            plt.close(figure)
+            written.append(path)
+        return written
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plots = self.plot(path.parent)
+        text = [
+            "# Benchmarks",
+            "",
+            f"Machine: {self.machine}.",
+            f"Command: `{self.command}` ({len(self.texts)} sentences of Multi30k test2016, greedy, same weights everywhere).",
+            "",
+            "## Throughput and latency",
+            "",
+            self.table(),
+            "",
+            "## Ratios (measured in the same run)",
+            "",
+            self.ratios(),
+            "",
+            "## Arithmetic",
+            "",
+            self.utilisation(),
+            "",
+            *[f"![{p.stem}]({p.name})" for p in plots],
+            "",
+        ]
+        path.write_text("\n".join(text), encoding="utf-8")

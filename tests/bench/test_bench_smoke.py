@@ -1,0 +1,28 @@
+"""The benchmark command runs end to end on a handful of sentences (it measures nothing here:
+speed is never asserted in a test, only that every engine produced the same translations)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_smoke_run_writes_its_table_and_plots() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = Path(re.search(r"wrote (\S+BENCHMARKS\.md)", result.stderr).group(1))
+    report = written.read_text()
+    for engine in ("pytorch", "ctranslate2", "onnx", "server"):
+        assert f"| {engine} |" in report
+    assert (written.parent / "bench-transformer-en-de.png").stat().st_size > 10_000
+    assert "fraction of peak" in report
+    # CTranslate2 runs our converted weights: greedy float32 gives our fp32 translations
+    ctranslate2_row = next(line for line in report.splitlines() if line.startswith("| ctranslate2 | transformer-en-de | float32"))
+    assert ctranslate2_row.rstrip().endswith("| 100.0% |")
+    for line in report.splitlines():
+        if line.startswith(("| server |", "| pytorch |")) or "| onnx | transformer-en-de | fp32" in line:
+            assert line.rstrip().endswith("| 100.0% |"), line
