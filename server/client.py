@@ -36,6 +36,11 @@ class TranslatorClient:
         requests = (pb.TranslateRequest(model=model, texts=texts, options=options) for texts in chunks)
         return self.stub.TranslateStream(requests)
 
+    def serving(self) -> bool:
+        health = health_pb2_grpc.HealthStub(self.channel)
+        status = health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=self.timeout).status
+        return status == health_pb2.HealthCheckResponse.SERVING
+
     def wait_until_serving(self, seconds: float) -> None:
         """Block until the health service reports SERVING (models loaded and warmed up)."""
         health = health_pb2_grpc.HealthStub(self.channel)
@@ -71,7 +76,7 @@ def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server.client", description="Translate sentences with a running translation server.")
     parser.add_argument("texts", nargs="*", help="sentences to translate; none: read one per line from stdin")
     parser.add_argument("--target", default="localhost:50051", help="server address (default: %(default)s)")
@@ -80,12 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-best", type=int, default=None, help="hypotheses per sentence, printed tab-separated with their scores")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds (default: %(default)s)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="first wait up to this long for the server to be SERVING")
+    parser.add_argument("--health", action="store_true", help="exit 0 if the server is SERVING, 1 otherwise (a container health check)")
     parser.add_argument("--list-models", action="store_true", help="print the served models and exit")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     client = TranslatorClient(args.target, args.timeout)
     options = pb.DecodingOptions(beam_size=args.beam_size, num_hypotheses=args.n_best, return_scores=args.n_best is not None)
     try:
+        if args.health:
+            return 0 if client.serving() else 1
         if args.wait:
             client.wait_until_serving(args.wait)
         if args.list_models:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,18 +7,10 @@ import pytest
 from decoding.batching import SearchOptions
 from decoding.runtime import RuntimeConfig
 from decoding.translator import Translator
-from tests.server.running_server import MODELS, RunningServer, start_server
+from tests.server.running_server import MODELS
 
 DEFAULT_MODELS = ["transformer-en-de", "rnn-en-de"]
 TEST_SENTENCES = (Path(__file__).resolve().parents[2] / "data" / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """The server as shipped: default flags, the default models."""
-    running = start_server(tmp_path_factory.mktemp("server"))
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="session")
