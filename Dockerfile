@@ -36,8 +36,8 @@ RUN if ! command -v python3 >/dev/null; then \
  && python3 -m venv /opt/venv \
  && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin nmt
 COPY --from=build /wheels/ /tmp/wheels/
-COPY deploy/install-server.sh /usr/local/bin/install-server
-RUN install-server /tmp/wheels "${SERVE_EXTRA}" && rm -rf /tmp/wheels
+COPY deploy/install-server.sh deploy/constraints-serve.txt /opt/nmt/install/
+RUN /opt/nmt/install/install-server.sh /tmp/wheels "${SERVE_EXTRA}" && rm -rf /tmp/wheels
 # The default models; mount another repository at $NMT_MODEL_REPOSITORY to serve others.
 COPY models/ /opt/nmt/models/
 USER 10001:10001

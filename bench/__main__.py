@@ -13,7 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.engines import ROOT, Measurement, ServerProcess, ctranslate2_greedy, onnx_greedy, pytorch_greedy, server_load
+from bench.engines import (
+    ROOT,
+    ServerProcess,
+    ctranslate2_greedy,
+    onnx_greedy,
+    pytorch_greedy,
+    server_load,
+)
 from bench.flops import flops_per_generated_token, matmul_peak_flops
 from bench.report import Report
 

@@ -25,6 +25,7 @@ class Measurement:
     seconds: float
     translations: list[str]
     latencies: list[float] = field(default_factory=list)  # per request (server)
+    client_cpu_share: float | None = None  # cores the load generator took (server)
 
     def percentile(self, fraction: float) -> float | None:
         if not self.latencies:
@@ -106,4 +107,4 @@ def server_load(server: ServerProcess, texts: list[str], concurrency: int, model
     result = asyncio.run(run_load(server.target, texts, concurrency))
     if result.errors:
         raise RuntimeError(f"{result.errors} requests failed at concurrency {concurrency}")
-    return Measurement("server", model_name, policy, concurrency, result.seconds, result.translations, result.latencies)
+    return Measurement("server", model_name, policy, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share)

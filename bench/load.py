@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import statistics
 import sys
 import time
@@ -31,6 +32,12 @@ class LoadResult:
     output_tokens: int
     latencies: list[float]
     translations: list[str]
+    client_cpu_seconds: float  # what the load generator itself used of the same machine
+
+    @property
+    def client_cpu_share(self) -> float:
+        """Cores' worth of CPU the load generator took (1.0: a whole core)."""
+        return self.client_cpu_seconds / self.seconds
 
     @property
     def sentences_per_second(self) -> float:
@@ -70,21 +77,26 @@ async def run_load(target: str, texts: list[str], concurrency: int, model: str =
                 translations[index] = response.translations[0].text
                 output_tokens += response.translations[0].output_tokens
 
-        began = time.perf_counter()
+        began, cpu_before = time.perf_counter(), _cpu_seconds()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
-        seconds = time.perf_counter() - began
-    return LoadResult(concurrency, len(texts) - errors, errors, seconds, output_tokens, latencies, translations)
+        seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_before
+    return LoadResult(concurrency, len(texts) - errors, errors, seconds, output_tokens, latencies, translations, cpu)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def format_table(results: list[LoadResult]) -> str:
     base = results[0].sentences_per_second
     lines = [
-        "| concurrency | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | errors | vs first row |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| concurrency | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | errors | load generator CPU | vs first row |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r.concurrency} | {r.sentences_per_second:.1f} | {r.tokens_per_second:.0f} | {1000 * r.percentile(0.5):.1f} | {1000 * r.percentile(0.9):.1f} | {1000 * r.percentile(0.99):.1f} | {r.errors} | {r.sentences_per_second / base:.2f}x |"
+            f"| {r.concurrency} | {r.sentences_per_second:.1f} | {r.tokens_per_second:.0f} | {1000 * r.percentile(0.5):.1f} | {1000 * r.percentile(0.9):.1f} | {1000 * r.percentile(0.99):.1f} | {r.errors} | {r.client_cpu_share:.0%} of a core | {r.sentences_per_second / base:.2f}x |"
         )
     return "\n".join(lines)
 

@@ -57,8 +57,8 @@ class Report:
 
     def table(self) -> str:
         lines = [
-            "| engine | model | setting | clients | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | BLEU | same output as ONNX fp32 |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| engine | model | setting | clients | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | load generator CPU | BLEU | same output as ONNX fp32 |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in self.measurements:
             reference = self.reference_outputs(m.model)
@@ -66,8 +66,9 @@ class Report:
             percentiles = [m.percentile(q) for q in (0.5, 0.9, 0.99)]
             shown = " | ".join("-" if p is None else f"{1000 * p:.0f}" for p in percentiles)
             clients = str(m.concurrency) if m.concurrency else "batch"
+            client_cpu = "-" if m.client_cpu_share is None else f"{m.client_cpu_share:.0%} of a core"
             lines.append(
-                f"| {m.engine} | {m.model} | {m.setting} | {clients} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {self.bleu(m):.2f} | {same} |"
+                f"| {m.engine} | {m.model} | {m.setting} | {clients} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {client_cpu} | {self.bleu(m):.2f} | {same} |"
             )
         return "\n".join(lines)
 

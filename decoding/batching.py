@@ -9,8 +9,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from decoding.search import BeamSearch, GreedySearch, Hypothesis, IncrementalDecoder, Search, run_to_completion
+from decoding.search import (
+    BeamSearch,
+    GreedySearch,
+    Hypothesis,
+    IncrementalDecoder,
+    Search,
+    run_to_completion,
+)
 from nmt_spec import SpecialIds
+
 
 def token_batches(lengths: list[tuple[int, int]], max_tokens: int, seed: int | None) -> list[list[int]]:
     """Group example indices into batches of similar length whose padded size

@@ -11,7 +11,12 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from decoding.graph_io import RowPositions, concat_rows, place_rows, present_name
-from nmt_spec.graph_names import DECODER_INPUT_IDS, DECODER_MASK, ENCODER_INPUT_IDS, LOG_PROBS
+from nmt_spec.graph_names import (
+    DECODER_INPUT_IDS,
+    DECODER_MASK,
+    ENCODER_INPUT_IDS,
+    LOG_PROBS,
+)
 
 if TYPE_CHECKING:
     from decoding.onnx_decoder import OnnxSeq2Seq

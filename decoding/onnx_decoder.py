@@ -10,9 +10,24 @@ import numpy as np
 import onnxruntime as ort
 
 from decoding.cuda_decoder import CudaIncrementalDecoder, DeviceRowSelector
-from decoding.graph_io import Padding, RowPositions, concat_rows, drop_leading, initial_cache_shape, padding_of, place_rows, present_name
+from decoding.graph_io import (
+    Padding,
+    RowPositions,
+    concat_rows,
+    drop_leading,
+    initial_cache_shape,
+    padding_of,
+    place_rows,
+    present_name,
+)
 from decoding.runtime import CUDA
-from nmt_spec.graph_names import DECODER_INPUT_IDS, DECODER_MASK, ENCODER_INPUT_IDS, LOG_PROBS, POSITION_IDS
+from nmt_spec.graph_names import (
+    DECODER_INPUT_IDS,
+    DECODER_MASK,
+    ENCODER_INPUT_IDS,
+    LOG_PROBS,
+    POSITION_IDS,
+)
 
 
 class OnnxSeq2Seq:

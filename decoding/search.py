@@ -46,8 +46,11 @@ class Hypothesis:
 
 
 def length_normalized(score: float, length: int, length_penalty: float) -> float:
-    """CTranslate2's convention: divide by length ** length_penalty (0 disables it)."""
-    return score / (max(length, 1) ** length_penalty)
+    """CTranslate2's convention: divide by length ** length_penalty (0 disables it). A large
+    penalty overflows the power to infinity (found by fuzzing): the result is then -0.0, not an
+    exception that fails the whole batch."""
+    with np.errstate(over="ignore"):
+        return float(score / np.float64(max(length, 1)) ** length_penalty)
 
 
 @dataclass

@@ -5,11 +5,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnxruntime as ort
+
 from decoding.batching import SearchOptions, search_batches
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session
 from nmt_spec import ModelSpec, Tokenizer
-from nmt_spec.manifest import Manifest, ManifestError
+from nmt_spec.manifest import GraphInfo, Manifest, ManifestError
+
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+def check_io(session: ort.InferenceSession, declared: GraphInfo, path: Path) -> None:
+    """The graph's inputs and outputs are those the manifest describes: names, types, shapes."""
+
+    def actual(values) -> list[tuple[str, str, list]]:
+        return [(v.name, ORT_TYPES.get(v.type, v.type), [d if d is not None else "?" for d in v.shape]) for v in values]
+
+    for kind, graph_values, manifest_values in (("inputs", session.get_inputs(), declared.inputs), ("outputs", session.get_outputs(), declared.outputs)):
+        expected = [(t.name, t.dtype, list(t.shape)) for t in manifest_values]
+        found = actual(graph_values)
+        if expected != found:
+            difference = sorted(set(map(str, expected)) ^ set(map(str, found)))[:4]
+            raise ManifestError(f"{path}: the graph's {kind} differ from the manifest's: {difference}")
 
 
 @dataclass
@@ -28,10 +46,6 @@ class Translator:
         self.max_batch_tokens = max_batch_tokens
 
     @classmethod
-    def from_graphs(cls, encoder: Path, decoder: Path, spec: ModelSpec, tokenizer: Tokenizer, runtime: RuntimeConfig = RuntimeConfig()) -> Translator:
-        return cls(OnnxSeq2Seq(create_session(str(encoder), runtime), create_session(str(decoder), runtime)), spec, tokenizer)
-
-    @classmethod
     def from_repository(cls, version_directory: Path, variant: str = "fp32", runtime: RuntimeConfig = RuntimeConfig(), manifest: Manifest | None = None) -> Translator:
         """Load models/<name>/<version>/ as its manifest describes (files verified by sha256)."""
         manifest = manifest or Manifest.load(version_directory)
@@ -39,7 +53,16 @@ class Translator:
             raise ManifestError(f"{version_directory}: no variant {variant!r}; it has {sorted(manifest.variants)}")
         graphs = manifest.variants[variant]
         tokenizer = Tokenizer(version_directory / manifest.tokenizer_file, manifest.spec.special_ids)
-        return cls.from_graphs(version_directory / graphs.encoder.file, version_directory / graphs.decoder.file, manifest.spec, tokenizer, runtime)
+        sessions = []
+        for info in (graphs.encoder, graphs.decoder):
+            path = version_directory / info.file
+            try:
+                session = create_session(str(path), runtime)
+            except Exception as error:  # ORT's own message says what is wrong with the bytes
+                raise ManifestError(f"{path}: ONNX Runtime cannot load it: {str(error).strip()[:300]}") from error
+            check_io(session, info, path)
+            sessions.append(session)
+        return cls(OnnxSeq2Seq(*sessions), manifest.spec, tokenizer)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer.encode_batch(texts)

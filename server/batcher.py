@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from decoding.batching import SearchOptions, make_search
 from decoding.search import IncrementalDecoder, RunningBatch, Search
 from nmt_spec import SpecialIds
-from server.errors import DecodeFailed, QueueFull, Unavailable
+from server.errors import DecodeFailed, QueueFull, Replaced, Unavailable
 from server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class Batcher:
         self.queued_sentences = 0
         self.condition = threading.Condition()
         self.stopping = False
+        self.closing = False
         # label lookups once, not at every step
         self.queue_depth = metrics.queue_depth.labels(model=model)
         self.inflight = metrics.inflight.labels(model=model)
@@ -118,6 +119,8 @@ class Batcher:
         with self.condition:
             if self.stopping:
                 raise Unavailable(f"model {self.model} is shutting down")
+            if self.closing:
+                raise Replaced(f"model {self.model} was replaced by a newer version")
             if self.queued_sentences + item.sentences > self.config.max_queue_size:
                 raise QueueFull(
                     f"the queue of model {self.model} is full ({self.queued_sentences} of {self.config.max_queue_size} sentences waiting); retry later with backoff"
@@ -137,6 +140,13 @@ class Batcher:
                 self.queued_sentences -= item.sentences
                 self.queue_depth.set(self.queued_sentences)
             self.condition.notify()
+
+    def close(self) -> None:
+        """Finish everything submitted so far, then end the worker (a newer version took over)."""
+        with self.condition:
+            self.closing = True
+            self.condition.notify()
+        self.thread.join()
 
     def stop(self) -> None:
         """Fail what is still queued or running with UNAVAILABLE and end the worker."""
@@ -167,13 +177,15 @@ class Batcher:
         with self.condition:
             if self.running and (self.config.policy == "dynamic" or not self.queue or self.batch.size > (1 - ADMIT_WHEN_FREE) * self.config.max_batch_size):
                 return [] if not self.stopping else None
-            while not self.queue and not self.stopping:
+            while not self.queue and not self.stopping and not self.closing:
                 self.condition.wait()
             if self.stopping:
                 while self.queue:
                     _fail(self.queue.popleft(), Unavailable(f"model {self.model} shut down before this request started"))
                 self.queue_depth.set(0)
                 return None
+            if not self.queue:  # closing, and everything submitted is answered
+                return [] if self.running else None
         if self.config.policy == "dynamic":
             self._wait_to_fill()
         with self.condition:

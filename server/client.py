@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,8 +24,8 @@ STDIN_CHUNK = 32
 
 
 class TranslatorClient:
-    def __init__(self, target: str, timeout: float | None = 30.0) -> None:
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, timeout: float | None = 30.0, credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
         self.stub = translator_pb2_grpc.TranslatorStub(self.channel)
         self.timeout = timeout
 
@@ -64,6 +65,16 @@ class TranslatorClient:
         self.channel.close()
 
 
+def channel_credentials(ca: Path | None, certificate: Path | None, key: Path | None) -> grpc.ChannelCredentials | None:
+    if ca is None and certificate is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes() if ca else None,
+        private_key=key.read_bytes() if key else None,
+        certificate_chain=certificate.read_bytes() if certificate else None,
+    )
+
+
 def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
     chunk: list[str] = []
     for line in lines:
@@ -85,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-best", type=int, default=None, help="hypotheses per sentence, printed tab-separated with their scores")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds (default: %(default)s)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="first wait up to this long for the server to be SERVING")
+    parser.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's certificate: connect over TLS")
+    parser.add_argument("--tls-cert", type=Path, help="PEM client certificate, for servers that require one (mutual TLS)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     parser.add_argument("--health", action="store_true", help="exit 0 if the server is SERVING, 1 otherwise (a container health check)")
     parser.add_argument("--list-models", action="store_true", help="print the served models and exit")
     return parser
@@ -93,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    client = TranslatorClient(args.target, args.timeout)
+    client = TranslatorClient(args.target, args.timeout, channel_credentials(args.tls_ca, args.tls_cert, args.tls_key))
     options = pb.DecodingOptions(beam_size=args.beam_size, num_hypotheses=args.n_best, return_scores=args.n_best is not None)
     try:
         if args.health:

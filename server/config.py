@@ -23,9 +23,16 @@ def setting(default: object, help: str, choices: tuple[str, ...] | None = None) 
 class ServerConfig:
     model_repository: str = setting("models", "model repository root: <name>/<version>/manifest.json")
     models: str = setting("", "comma-separated model names to serve; empty: every model in the repository")
+    skip_broken_models: int = setting(0, "1: a model that fails to load is logged and left out while the others serve; 0: the server refuses to start")
+    poll_seconds: float = setting(10.0, "how often the repository is checked for a new version of a served model, loaded and switched to without dropping requests; 0: never")
     default_model: str = setting("transformer-en-de", "model used when a request names none; empty: the first served model")
-    host: str = setting("0.0.0.0", "address the gRPC server binds")
+    # Loopback by default: listening beyond this machine is a choice (the container image makes it
+    # with NMT_HOST=0.0.0.0), and then TLS (below) or a mesh should protect the traffic.
+    host: str = setting("127.0.0.1", "address the gRPC server (and the metrics endpoint) bind; 0.0.0.0 for every interface")
     port: int = setting(50051, "gRPC port")
+    tls_cert_file: str = setting("", "PEM certificate chain: with --tls-key-file, gRPC is served over TLS only")
+    tls_key_file: str = setting("", "PEM private key of --tls-cert-file")
+    tls_client_ca_file: str = setting("", "PEM CA bundle: clients must present a certificate it signed (mutual TLS)")
     metrics_port: int = setting(9100, "Prometheus /metrics HTTP port; 0 disables it")
     device: Device = setting("auto", "ONNX Runtime execution provider: auto picks CUDA when a GPU is present", get_args(Device))
     variant: Variant = setting("auto", "graph precision; auto: fp16 on CUDA (when the model has it), else fp32. int8 is faster on CPUs, but its activation scales are per batch, so answers may depend on batch-mates", get_args(Variant))
@@ -46,6 +53,7 @@ class ServerConfig:
     max_texts_per_request: int = setting(128, "texts in one request")
     max_beam_size: int = setting(8, "largest beam_size a request may ask for")
     max_receive_message_bytes: int = setting(4 * 1024 * 1024, "largest request message gRPC accepts")
+    max_concurrent_streams: int = setting(1024, "concurrent calls per client connection (HTTP/2 streams); more wait in the client")
     drain_seconds: float = setting(20.0, "on SIGTERM/SIGINT: how long accepted requests get to finish before the process exits")
     log_level: str = setting("INFO", "logging level", ("DEBUG", "INFO", "WARNING", "ERROR"))
 

@@ -27,3 +27,8 @@ class DecodeFailed(RequestError):
 
 class DeadlineExceeded(RequestError):
     pass
+
+
+class Replaced(Unavailable):
+    """The model version was replaced by a newer one while the request was on its way: it
+    should go to the new one."""

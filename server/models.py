@@ -72,6 +72,25 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
     return ServedModel(manifest.name, manifest.version, manifest, translator, variant, device, batcher)
 
 
+def warm_up(model: ServedModel) -> None:
+    """One greedy and one beam search through the batcher, so the first client request does not
+    pay for ONNX Runtime's lazy initialisation."""
+    sources = model.translator.encode(["Warm-up."])
+    for beam_size in (1, 2):
+        options = SearchOptions(beam_size=beam_size, max_decoding_length=8)
+        model.batcher.submit(sources, options).future.result()
+
+
+def load_and_warm_up(version_directory: Path, config: ServerConfig, metrics: ServerMetrics) -> ServedModel:
+    model = load_model(version_directory, config, metrics)
+    try:
+        warm_up(model)
+    except BaseException:
+        model.batcher.stop()
+        raise
+    return model
+
+
 class ModelRegistry:
     """name -> the latest version of each model in the repository."""
 
@@ -91,17 +110,24 @@ class ModelRegistry:
             raise ManifestError(f"model repository {root} has no model(s) {missing}; it has {available}")
         if not names:
             raise ManifestError(f"model repository {root} holds no model")
-        default = config.default_model or names[0]
-        if default not in names:
-            raise ManifestError(f"default model {default!r} is not served; served: {names}")
         models: dict[str, ServedModel] = {}
         try:
             for name in names:
-                models[name] = load_model(latest_version(root / name), config, metrics)
+                try:
+                    models[name] = load_model(latest_version(root / name), config, metrics)
+                except ManifestError as error:
+                    if not config.skip_broken_models:
+                        raise
+                    log.error("model %s is left out: %s", name, error)
         except BaseException:
             for model in models.values():
                 model.batcher.stop()
             raise
+        if not models:
+            raise ManifestError(f"no model of {root} could be loaded")
+        default = config.default_model if config.default_model in models else next(iter(models))
+        if config.default_model and default != config.default_model:
+            log.warning("default model %s is not served; %s is the default instead", config.default_model, default)
         return cls(models, default)
 
     def resolve(self, name: str, version: str) -> ServedModel:
@@ -113,13 +139,25 @@ class ModelRegistry:
         return model
 
     def warm_up(self) -> None:
-        """One greedy and one beam search through each batcher, so the first client request
-        does not pay for ONNX Runtime's lazy initialisation."""
         for model in self.models.values():
-            sources = model.translator.encode(["Warm-up."])
-            for beam_size in (1, 2):
-                options = SearchOptions(beam_size=beam_size, max_decoding_length=8)
-                model.batcher.submit(sources, options).future.result()
+            warm_up(model)
+
+    def newer_versions(self, root: Path, skipped: set[Path]) -> dict[str, Path]:
+        """Models whose repository directory holds a higher version than the one served."""
+        newer = {}
+        for name, model in self.models.items():
+            try:
+                latest = latest_version(root / name)
+            except (ManifestError, OSError):
+                continue
+            if int(latest.name) > int(model.version) and latest not in skipped:
+                newer[name] = latest
+        return newer
+
+    def replace(self, new: ServedModel) -> ServedModel:
+        """Requests resolved from now on go to the new version; the old one is returned."""
+        old, self.models[new.name] = self.models[new.name], new
+        return old
 
     def stop(self) -> None:
         for model in self.models.values():

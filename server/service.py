@@ -13,7 +13,16 @@ from decoding.search import Hypothesis
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from server.config import ServerConfig
-from server.errors import DeadlineExceeded, DecodeFailed, InvalidRequest, ModelNotFound, QueueFull, RequestError, Unavailable
+from server.errors import (
+    DeadlineExceeded,
+    DecodeFailed,
+    InvalidRequest,
+    ModelNotFound,
+    QueueFull,
+    Replaced,
+    RequestError,
+    Unavailable,
+)
 from server.lifecycle import Lifecycle
 from server.metrics import ServerMetrics
 from server.models import ServedModel
@@ -27,6 +36,12 @@ STATUS_CODES: dict[type[RequestError], grpc.StatusCode] = {
     DecodeFailed: grpc.StatusCode.INTERNAL,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+
+
+def status_of(error: RequestError) -> grpc.StatusCode:
+    return next(STATUS_CODES[kind] for kind in type(error).__mro__ if kind in STATUS_CODES)
+
+
 UNKNOWN_MODEL = "unknown"  # the model label of requests for a model that is not served
 
 
@@ -74,7 +89,7 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 try:
                     yield await task
                 except RequestError as error:
-                    await context.abort(STATUS_CODES[type(error)], f"request #{index} of the stream: {error}")
+                    await context.abort(status_of(error), f"request #{index} of the stream: {error}")
                 index += 1
         finally:
             reader.cancel()
@@ -107,7 +122,7 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
         try:
             return await self._translate(request, context, method)
         except RequestError as error:
-            await context.abort(STATUS_CODES[type(error)], str(error))
+            await context.abort(status_of(error), str(error))
 
     async def _translate(self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext, method: str) -> pb.TranslateResponse:
         began = time.perf_counter()
@@ -118,10 +133,11 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 model_label = model.name
                 return await self._run(model, request, context)
         except RequestError as error:
-            code = STATUS_CODES[type(error)]
+            code = status_of(error)
             raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+        except asyncio.CancelledError:  # the client went away, or gRPC ended the call at its deadline
+            remaining = context.time_remaining()
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else grpc.StatusCode.CANCELLED
             raise
         except Exception:
             code = grpc.StatusCode.UNKNOWN
@@ -133,7 +149,11 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
     async def _run(self, model: ServedModel, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
         options = search_options(requested_options(request.options), model, self.config.max_beam_size)
         sources = source_ids(list(request.texts), model, self.config.max_texts_per_request)
-        item = model.batcher.submit(sources, options)
+        try:
+            item = model.batcher.submit(sources, options)
+        except Replaced:  # a newer version took over between resolving the model and now
+            model = self.lifecycle.resolve(model.name, request.model_version)
+            item = model.batcher.submit(sources, options)
         self.metrics.sentences.labels(model=model.name).inc(len(sources))
         self.metrics.input_tokens.labels(model=model.name).inc(sum(len(s) for s in sources))
         try:

@@ -63,7 +63,7 @@ def test_the_image_installs_the_serving_extra_only() -> None:
     copied = " ".join(BUILD.all("COPY"))
     assert "training" not in copied and "export" not in copied and "checkpoints" not in copied
     install = " ".join(RUNTIME.all("RUN"))
-    assert 'install-server /tmp/wheels "${SERVE_EXTRA}"' in install
+    assert 'install-server.sh /tmp/wheels "${SERVE_EXTRA}"' in install
     assert RUNTIME.all("USER") == ["10001:10001"]
 
 

@@ -84,3 +84,18 @@ def test_the_queue_depth_autoscaling_example_is_valid_and_names_a_real_metric() 
     example = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "examples" / "hpa-queue-depth.yaml").read_text())
     kubernetes_validate.validate(example, KUBERNETES_VERSION, strict=True)
     assert example["spec"]["metrics"][0]["pods"]["metric"]["name"] == "nmt_queue_depth"
+
+
+def test_the_model_volume_example_patches_into_a_valid_deployment(tmp_path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        f"resources:\n  - {ROOT / 'deploy/kubernetes/overlays/cpu'}\npatches:\n  - path: {ROOT / 'deploy/kubernetes/examples/model-volume.yaml'}\n"
+    )
+    output = subprocess.run([sys.executable, "deploy/render.py", str(overlay)], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    deployment = next(d for d in yaml.safe_load_all(output) if d["kind"] == "Deployment")
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["NMT_MODEL_REPOSITORY"] == "/models" and env["NMT_DEVICE"] == "cpu"
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/models"}

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from nmt_spec import ModelSpec, RNNConfig, SpecialIds, Tokenizer, TransformerConfig, train_tokenizer
+from nmt_spec import (
+    ModelSpec,
+    RNNConfig,
+    SpecialIds,
+    Tokenizer,
+    TransformerConfig,
+    train_tokenizer,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,6 +3,7 @@ configuration by environment, and the generated code."""
 
 from __future__ import annotations
 
+import asyncio
 import filecmp
 import os
 import signal
@@ -15,14 +16,23 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from server.client import TranslatorClient
 from server.config import parse_config
 from tests.server.conftest import TEST_SENTENCES, greedy
-from tests.server.running_server import ROOT, SERVICE, RunningServer, health_status, start_server, wait_until_serving
+from tests.server.running_server import (
+    ROOT,
+    SERVICE,
+    RunningServer,
+    health_status,
+    start_server,
+    wait_until_serving,
+)
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -104,19 +114,6 @@ def test_shutdown_answers_accepted_requests_refuses_new_ones_and_exits_0(tmp_pat
     assert len(accepted.translations) == len(texts) and all(t.text for t in accepted.translations)
 
 
-def test_a_broken_repository_stops_the_server_with_an_error_naming_the_file(tmp_path: Path) -> None:
-    repository = tmp_path / "models"
-    version = repository / "transformer-en-de" / "1"
-    version.mkdir(parents=True)
-    for source in (ROOT / "models" / "transformer-en-de" / "1").iterdir():
-        (version / source.name).symlink_to(source)
-    (version / "encoder_model.onnx").unlink()
-    (version / "encoder_model.onnx").write_bytes(b"not a graph")
-    result = subprocess.run([sys.executable, "-m", "server", "--model-repository", str(repository), "--port", "0", "--metrics-port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert "encoder_model.onnx" in result.stderr and "sha256" in result.stderr
-
-
 def test_client_cli_translates_arguments_and_stdin(server: RunningServer, direct: dict) -> None:
     command = [sys.executable, "-m", "server.client", "--target", server.target]
     from_arguments = subprocess.run([*command, "A man is riding a bike."], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
@@ -146,3 +143,35 @@ def test_generated_grpc_code_is_current(tmp_path: Path) -> None:
 def test_server_imports_neither_torch_nor_training() -> None:
     code = "import sys, server.app, server.client; bad = {'torch', 'training'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_under_load_answers_or_cleanly_refuses_every_call(tmp_path: Path, direct: dict, signum: int) -> None:
+    """48 clients sending without pause when the signal comes: every call ends, with its right
+    translation or UNAVAILABLE, none hangs past the drain, and the process exits 0."""
+    running = start_server(tmp_path, "--drain-seconds", "20", "--models", "transformer-en-de")
+    texts = TEST_SENTENCES[800:848]
+    expected = dict(zip(texts, greedy(direct["transformer-en-de"], texts)))
+    outcomes: list[str] = []
+
+    async def client(text: str) -> None:
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            stub = translator_pb2_grpc.TranslatorStub(channel)
+            while True:
+                try:
+                    response = await stub.Translate(pb.TranslateRequest(texts=[text]), timeout=40)
+                except grpc.aio.AioRpcError as error:
+                    outcomes.append(error.code().name)
+                    return
+                outcomes.append("OK" if response.translations[0].text == expected[text] else "WRONG")
+
+    async def run() -> None:
+        clients = asyncio.gather(*[client(text) for text in texts])
+        await asyncio.sleep(1.5)
+        running.process.send_signal(signum)
+        await asyncio.wait_for(clients, 35)  # the drain (20 s) and then some: nothing may hang
+
+    asyncio.run(run())
+    assert running.process.wait(10) == 0
+    assert set(outcomes) <= {"OK", "UNAVAILABLE"} and outcomes.count("OK") >= len(texts), outcomes
+    assert outcomes.count("UNAVAILABLE") == len(texts)  # each client stopped at its refusal

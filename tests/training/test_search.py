@@ -71,3 +71,9 @@ def test_beam_search_scores_are_the_sum_of_token_log_probabilities(model: Seq2Se
 def test_beam_search_rejects_more_hypotheses_than_beams(model: Seq2SeqModel) -> None:
     with pytest.raises(ValueError, match="num_hypotheses"):
         beam_search(model, random_tokens(1, 4), SPECIAL, max_length=4, beam_size=2, num_hypotheses=3)
+
+
+def test_a_huge_length_penalty_ranks_instead_of_overflowing() -> None:
+    """Found by fuzzing the server: length ** 342 overflowed a Python float and failed the batch."""
+    assert search.length_normalized(-3.0, 5, 342.0) <= 0.0
+    assert search.length_normalized(-3.0, 5, 1.0) == pytest.approx(-0.6)

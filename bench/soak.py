@@ -1,0 +1,154 @@
+"""Soak: N concurrent clients for T seconds against a server, every answer compared with the
+expected greedy translation of its sentence (computed here by the decoding module, fp32: the
+server's variant on a CPU). Reports requests sent, answered, wrong, lost (neither an answer nor an
+error), errors by status code, latency and the server's memory. Exit status 1 if any answer was
+wrong or lost, or if memory grew by more than 5% after warm-up in a run of 5 minutes or more.
+
+    python -m bench.soak --clients 64 --duration 600        # starts its own server
+    python -m bench.soak --target host:50051 --server-pid 1234 --duration 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from bench.engines import ROOT, ServerProcess
+from nmt.v1 import translator_pb2 as pb
+from nmt.v1 import translator_pb2_grpc
+
+RSS_BAR = 0.05
+WARM_UP_FRACTION = 0.2  # memory is compared from the end of the first fifth of the run
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+@dataclass
+class SoakResult:
+    sent: int = 0
+    answered: int = 0
+    wrong: int = 0
+    lost: int = 0
+    errors: collections.Counter = field(default_factory=collections.Counter)
+    latencies: list[float] = field(default_factory=list)
+    rss_after_warm_up: int = 0
+    rss_end: int = 0
+    duration: float = 0.0
+
+    @property
+    def rss_growth(self) -> float:
+        return self.rss_end / self.rss_after_warm_up - 1 if self.rss_after_warm_up else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies) or [0.0]
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    def table(self) -> str:
+        errors = ", ".join(f"{code} {count}" for code, count in sorted(self.errors.items())) or "none"
+        return "\n".join(
+            [
+                "| duration | sent | answered | wrong | lost | errors | p50 ms | p99 ms | RSS after warm-up | RSS at end | growth |",
+                "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+                f"| {self.duration:.0f} s | {self.sent} | {self.answered} | {self.wrong} | {self.lost} | {errors} | {1000 * self.percentile(0.5):.0f} | "
+                f"{1000 * self.percentile(0.99):.0f} | {self.rss_after_warm_up / 2**20:.0f} MiB | {self.rss_end / 2**20:.0f} MiB | {self.rss_growth:+.1%} |",
+            ]
+        )
+
+
+async def soak(target: str, pid: int, pairs: list[tuple[str, str]], clients: int, duration: float, deadline: float, model: str) -> SoakResult:
+    result = SoakResult()
+    began = time.monotonic()
+    stop_at = began + duration
+    warm_up_at = began + WARM_UP_FRACTION * duration
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = translator_pb2_grpc.TranslatorStub(channel)
+
+        async def client(seed: int) -> None:
+            rng = random.Random(seed)
+            while time.monotonic() < stop_at:
+                source, expected = pairs[rng.randrange(len(pairs))]
+                result.sent += 1
+                started = time.perf_counter()
+                call = stub.Translate(pb.TranslateRequest(model=model, texts=[source]), timeout=deadline)
+                try:
+                    # a call that neither answers nor fails within its deadline (plus slack) is lost
+                    response = await asyncio.wait_for(call, deadline + 10)
+                except TimeoutError:
+                    call.cancel()
+                    result.lost += 1
+                    continue
+                except grpc.aio.AioRpcError as error:
+                    result.errors[error.code().name] += 1
+                    continue
+                result.latencies.append(time.perf_counter() - started)
+                result.answered += 1
+                if response.translations[0].text != expected:
+                    result.wrong += 1
+
+        async def watch_memory() -> None:
+            await asyncio.sleep(max(0.0, warm_up_at - time.monotonic()))
+            result.rss_after_warm_up = rss_bytes(pid)
+
+        await asyncio.gather(watch_memory(), *[client(seed) for seed in range(clients)])
+    result.rss_end = rss_bytes(pid)
+    result.duration = time.monotonic() - began
+    return result
+
+
+def expected_translations(model: str, sentences: list[str]) -> list[tuple[str, str]]:
+    from decoding.runtime import RuntimeConfig
+    from decoding.translator import Translator
+
+    translator = Translator.from_repository(ROOT / "models" / model / "1", "fp32", RuntimeConfig(device="cpu"))
+    return list(zip(sentences, translator.translate(sentences)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--clients", type=int, default=64, help="concurrent clients, each one sentence per request")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds")
+    parser.add_argument("--model", default="transformer-en-de")
+    parser.add_argument("--sentences", type=int, default=1000, help="the pool: first N of data/multi30k/test2016.en")
+    parser.add_argument("--deadline", type=float, default=30.0, help="per-request deadline in seconds")
+    parser.add_argument("--target", default="", help="a running server (with --server-pid); empty: start one")
+    parser.add_argument("--server-pid", type=int, default=0, help="its process id, for its memory")
+    parser.add_argument("--batching", default="dynamic", choices=["dynamic", "inflight"], help="policy of the server this command starts")
+    args = parser.parse_args(argv)
+
+    sentences = (ROOT / "data" / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
+    print(f"expected translations of {len(sentences)} sentences ...", file=sys.stderr, flush=True)
+    pairs = expected_translations(args.model, sentences)
+    if args.target:
+        result = asyncio.run(soak(args.target, args.server_pid, pairs, args.clients, args.duration, args.deadline, args.model))
+    else:
+        import socket
+        import tempfile
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = Path(tempfile.mkdtemp(prefix="soak-")) / "server.log"
+        with ServerProcess(args.model, args.batching, 0, port, log, []) as server:
+            print(f"soak: {args.clients} clients for {args.duration:.0f} s against {server.target} ({args.batching} batching)", file=sys.stderr, flush=True)
+            result = asyncio.run(soak(server.target, server.process.pid, pairs, args.clients, args.duration, args.deadline, args.model))
+    print(result.table())
+    memory_failed = args.duration >= 300 and result.rss_growth > RSS_BAR
+    return 1 if result.wrong or result.lost or memory_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Generated requests, hostile or odd: arbitrary unicode (control characters, NUL, RTL marks,
+emoji, combining marks), long strings, many texts, every decoding option at and beyond its
+limits, unknown fields. Each gets its documented status code or a translation, and the server
+stays SERVING. NMT_FUZZ_EXAMPLES sets how many (CI: 150; the soak configuration: 10000)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nmt.v1 import translator_pb2 as pb
+from nmt.v1 import translator_pb2_grpc
+from nmt_spec import Tokenizer
+from server.client import TranslatorClient
+from server.config import ServerConfig
+from tests.server.running_server import MODELS, RunningServer
+
+EXAMPLES = int(os.environ.get("NMT_FUZZ_EXAMPLES", "150"))
+CONFIG = ServerConfig()
+TOKENIZER = Tokenizer(MODELS / "transformer-en-de" / "1" / "tokenizer.model")
+MAX_TOKENS = 128
+
+# Everything but lone surrogates, which are not UTF-8 and which protobuf refuses to send.
+any_character = st.characters(exclude_categories=["Cs"])
+tricky = st.sampled_from(["\x00", "\u202e", "\u200f", "\U0001f600", "e\u0301", "\t", "\r\n", "\x7f", "\ufeff", "ß", "漢字"])
+text = st.one_of(
+    st.text(any_character, max_size=40),
+    st.lists(st.one_of(tricky, st.sampled_from(["A dog", " runs", "."])), max_size=12).map("".join),
+    st.text(any_character, min_size=300, max_size=3000),
+    st.sampled_from(["A man is riding a bike.", "   ", ""]),
+)
+texts = st.one_of(st.lists(text, max_size=4), st.lists(st.just("A dog."), min_size=CONFIG.max_texts_per_request, max_size=CONFIG.max_texts_per_request + 3))
+unset = st.none()
+options = st.fixed_dictionaries(
+    {},
+    optional={
+        "beam_size": st.integers(0, 12),
+        "length_penalty": st.floats(allow_nan=True, allow_infinity=True, width=32),
+        "max_decoding_length": st.integers(0, 300),
+        "num_hypotheses": st.integers(0, 12),
+        "return_scores": st.booleans(),
+    },
+)
+models = st.sampled_from(["", "transformer-en-de", "rnn-en-de", "missing-model", "\x00"])
+
+
+def expected_status(model: str, texts: list[str], option: dict) -> grpc.StatusCode:
+    """The documented order: the model, then the options, then the texts."""
+    if model not in ("", "transformer-en-de", "rnn-en-de"):
+        return grpc.StatusCode.NOT_FOUND
+    beam = option.get("beam_size", 1)
+    penalty = option.get("length_penalty", 1.0)
+    if not 1 <= beam <= CONFIG.max_beam_size or not (math.isfinite(penalty) and penalty >= 0):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if not 1 <= option.get("max_decoding_length", MAX_TOKENS) <= MAX_TOKENS or not 1 <= option.get("num_hypotheses", 1) <= beam:
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if not texts or len(texts) > CONFIG.max_texts_per_request or any(not t.strip() for t in texts):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if any(len(ids) > MAX_TOKENS for ids in TOKENIZER.encode_batch(texts)):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.OK
+
+
+@pytest.fixture(scope="module")
+def stub(server: RunningServer):
+    with grpc.insecure_channel(server.target) as channel:
+        yield translator_pb2_grpc.TranslatorStub(channel)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(model=models, texts=texts, option=options)
+def test_generated_requests_get_their_documented_status_or_a_translation(server: RunningServer, stub, model: str, texts: list[str], option: dict) -> None:
+    request = pb.TranslateRequest(model=model, texts=texts, options=pb.DecodingOptions(**option))
+    expected = expected_status(model, texts, option)
+    try:
+        response = stub.Translate(request, timeout=60)
+    except grpc.RpcError as error:
+        assert error.code() == expected, (error.code(), error.details())
+        assert error.details(), "an error without a message"
+    else:
+        assert expected == grpc.StatusCode.OK
+        assert len(response.translations) == len(texts)
+        assert all(len(t.hypotheses) == (option.get("num_hypotheses", 1) if option.get("num_hypotheses", 1) > 1 else 0) for t in response.translations)
+
+
+def test_unknown_fields_are_ignored(server: RunningServer) -> None:
+    """A newer client's fields (here 15 and 99, varint and bytes) do not break an older server."""
+    payload = pb.TranslateRequest(texts=["A dog runs."]).SerializeToString() + b"\x78\x01" + b"\x9a\x06\x03abc"
+    with grpc.insecure_channel(server.target) as channel:
+        translate = channel.unary_unary("/nmt.v1.Translator/Translate", request_serializer=None, response_deserializer=pb.TranslateResponse.FromString)
+        response = translate(payload, timeout=30)
+    assert response.translations[0].text == "Ein Hund rennt."
+
+
+def test_a_message_over_the_receive_limit_is_refused_before_any_work(server: RunningServer) -> None:
+    huge = pb.TranslateRequest(texts=["a" * (CONFIG.max_receive_message_bytes + 1)])
+    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as refused:
+        translator_pb2_grpc.TranslatorStub(channel).Translate(huge, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert TranslatorClient(server.target).serving()
+
+
+def test_the_server_is_still_serving_after_the_generated_requests(server: RunningServer) -> None:
+    assert TranslatorClient(server.target).serving()
+    assert TranslatorClient(server.target).translate(["A man is riding a bike."]).translations[0].text == "Ein Mann fährt auf einem Fahrrad."

@@ -1,0 +1,122 @@
+"""A broken model repository stops the server at start with an error naming the file and the
+problem; with --skip-broken-models the others serve."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nmt_spec.manifest import sha256_of
+from server.client import TranslatorClient
+from tests.server.running_server import MODELS, ROOT, start_server
+
+Fault = Callable[[Path], None]
+
+
+def linked_repository(root: Path, names: tuple[str, ...] = ("transformer-en-de", "rnn-en-de")) -> Path:
+    """A repository whose files are links to the shipped ones (a fault replaces a link by a file)."""
+    for name in names:
+        version = root / name / "1"
+        version.mkdir(parents=True)
+        for source in (MODELS / name / "1").iterdir():
+            (version / source.name).symlink_to(source)
+    return root
+
+
+def rewrite(path: Path, data: bytes) -> None:
+    path.unlink()
+    path.write_bytes(data)
+
+
+def edit_manifest(version: Path, change: Callable[[dict], None]) -> None:
+    manifest = json.loads((version / "manifest.json").read_text())
+    change(manifest)
+    rewrite(version / "manifest.json", json.dumps(manifest).encode())
+
+
+def missing_file(version: Path) -> None:
+    (version / "decoder_with_past_model.onnx").unlink()
+
+
+def changed_bytes(version: Path) -> None:
+    rewrite(version / "encoder_model.onnx", (version / "encoder_model.onnx").read_bytes()[:-1] + b"\0")
+
+
+def corrupt_onnx_with_matching_sha256(version: Path) -> None:
+    rewrite(version / "encoder_model.onnx", b"this is not an ONNX graph")
+    edit_manifest(version, lambda m: m["files"].update({"encoder_model.onnx": sha256_of(version / "encoder_model.onnx")}))
+
+
+def unknown_manifest_field(version: Path) -> None:
+    edit_manifest(version, lambda m: m.update(served_by="someone else"))
+
+
+def wrong_shape_in_manifest(version: Path) -> None:
+    def change(manifest: dict) -> None:
+        manifest["variants"]["fp32"]["decoder"]["inputs"][0]["shape"] = ["batch_size", 7]
+
+    edit_manifest(version, change)
+
+
+FAULTS: list[tuple[Fault, str]] = [
+    (missing_file, r"decoder_with_past_model\.onnx: listed in the manifest but missing"),
+    (changed_bytes, r"encoder_model\.onnx: sha256 \w+ does not match"),
+    (corrupt_onnx_with_matching_sha256, r"encoder_model\.onnx: ONNX Runtime cannot load it"),
+    (unknown_manifest_field, r"manifest\.json: unknown field\(s\) \['served_by'\]"),
+    (wrong_shape_in_manifest, r"decoder_with_past_model\.onnx: the graph's inputs differ from the manifest's"),
+]
+
+
+@pytest.mark.parametrize(("fault", "message"), FAULTS, ids=[fault.__name__ for fault, _ in FAULTS])
+def test_a_broken_model_stops_the_server_with_the_file_and_the_problem(tmp_path: Path, fault: Fault, message: str) -> None:
+    repository = linked_repository(tmp_path / "models")
+    fault(repository / "rnn-en-de" / "1")
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--model-repository", str(repository), "--port", "0", "--metrics-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert re.search(message, result.stderr), result.stderr[-2000:]
+
+
+def test_with_skip_broken_models_the_others_serve(tmp_path: Path) -> None:
+    repository = linked_repository(tmp_path / "models")
+    changed_bytes(repository / "rnn-en-de" / "1")
+    running = start_server(tmp_path, "--model-repository", str(repository), "--skip-broken-models", "1")
+    try:
+        client = TranslatorClient(running.target)
+        assert [m.name for m in client.list_models().models] == ["transformer-en-de"]
+        assert client.translate(["A dog runs."]).translations[0].text
+        with pytest.raises(grpc.RpcError) as missing:
+            client.translate(["A dog runs."], model="rnn-en-de")
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        assert running.stop() == 0
+    assert "model rnn-en-de is left out" in running.output() and "sha256" in running.output()
+
+
+def test_a_runtime_failure_fails_its_batch_with_internal_and_the_server_keeps_serving(tmp_path: Path) -> None:
+    """A manifest that allows longer sources than the graph's position table (256 rows): ONNX
+    Runtime fails on such a batch, for real."""
+    repository = linked_repository(tmp_path / "models", ("transformer-en-de",))
+    version = repository / "transformer-en-de" / "1"
+    edit_manifest(version, lambda m: m["spec"].update(max_source_length=400))
+    running = start_server(tmp_path, "--model-repository", str(repository))
+    try:
+        client = TranslatorClient(running.target)
+        with pytest.raises(grpc.RpcError) as failed:
+            client.translate([" ".join(["dog"] * 300)])
+        assert failed.value.code() == grpc.StatusCode.INTERNAL
+        assert "failed to encode this request's batch" in failed.value.details() and "256 by" in failed.value.details()
+        assert client.translate(["A dog runs."]).translations[0].text == "Ein Hund rennt."
+        assert client.serving()
+        assert running.scrape()['nmt_decode_failures_total{model="transformer-en-de"}'] == 1
+    finally:
+        assert running.stop() == 0
