@@ -7,7 +7,6 @@ import argparse
 import os
 import platform
 import shlex
-import socket
 import sys
 import tempfile
 import time
@@ -17,6 +16,7 @@ from bench.engines import (
     ROOT,
     ServerProcess,
     ctranslate2_greedy,
+    free_port,
     onnx_greedy,
     pytorch_greedy,
     server_load,
@@ -25,12 +25,6 @@ from bench.flops import flops_per_generated_token, matmul_peak_flops
 from bench.report import Report
 
 MODELS = {"transformer-en-de": "checkpoints/transformer-en-de/model.pt", "rnn-en-de": "checkpoints/rnn-en-de/model.pt"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def progress(message: str) -> None:

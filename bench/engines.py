@@ -5,13 +5,14 @@ our gRPC server end to end under a load generator."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.load import run_load
+from bench.load import percentile, run_load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +29,7 @@ class Measurement:
     client_cpu_share: float | None = None  # cores the load generator took (server)
 
     def percentile(self, fraction: float) -> float | None:
-        if not self.latencies:
-            return None
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return percentile(self.latencies, fraction) if self.latencies else None
 
 
 def pytorch_greedy(checkpoint: Path, texts: list[str], threads: int, model_name: str) -> Measurement:
@@ -74,6 +72,12 @@ def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads
     began = time.perf_counter()
     translations = translator.translate(texts)
     return Measurement("onnx", model_name, variant, 0, time.perf_counter() - began, translations)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 class ServerProcess:

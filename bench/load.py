@@ -48,8 +48,7 @@ class LoadResult:
         return self.output_tokens / self.seconds
 
     def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return percentile(self.latencies, fraction)
 
 
 async def run_load(target: str, texts: list[str], concurrency: int, model: str = "", timeout: float = 120.0) -> LoadResult:
@@ -86,6 +85,12 @@ async def run_load(target: str, texts: list[str], concurrency: int, model: str =
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The value below which this fraction of values lie (nearest rank); 0 for no values."""
+    ordered = sorted(values) or [0.0]
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def format_table(results: list[LoadResult]) -> str:

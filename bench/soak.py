@@ -21,7 +21,8 @@ from pathlib import Path
 
 import grpc
 
-from bench.engines import ROOT, ServerProcess
+from bench.engines import ROOT, ServerProcess, free_port
+from bench.load import percentile
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 
@@ -53,8 +54,7 @@ class SoakResult:
         return self.rss_end / self.rss_after_warm_up - 1 if self.rss_after_warm_up else 0.0
 
     def percentile(self, fraction: float) -> float:
-        ordered = sorted(self.latencies) or [0.0]
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return percentile(self.latencies, fraction)
 
     def table(self) -> str:
         errors = ", ".join(f"{code} {count}" for code, count in sorted(self.errors.items())) or "none"
@@ -135,14 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.target:
         result = asyncio.run(soak(args.target, args.server_pid, pairs, args.clients, args.duration, args.deadline, args.model))
     else:
-        import socket
         import tempfile
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
         log = Path(tempfile.mkdtemp(prefix="soak-")) / "server.log"
-        with ServerProcess(args.model, args.batching, 0, port, log, []) as server:
+        with ServerProcess(args.model, args.batching, 0, free_port(), log, []) as server:
             print(f"soak: {args.clients} clients for {args.duration:.0f} s against {server.target} ({args.batching} batching)", file=sys.stderr, flush=True)
             result = asyncio.run(soak(server.target, server.process.pid, pairs, args.clients, args.duration, args.deadline, args.model))
     print(result.table())
