@@ -87,12 +87,14 @@ class Search(Protocol):
         """The step's output for its rows -> (rows to keep, in order, and their next tokens).
         No rows left means the search is done."""
 
-    def results(self) -> list[list[Hypothesis]]:
-        """N-best hypotheses per sentence, best first."""
+    def results(self, start: int = 0, stop: int | None = None) -> list[list[Hypothesis]]:
+        """N-best hypotheses per sentence (of sentences start:stop), best first."""
 
 
 class GreedySearch:
-    """Argmax decoding; a sentence that emits eos leaves the batch."""
+    """Argmax decoding; a sentence that emits eos leaves the batch. One search can hold the
+    sentences of many requests (a server merges them: one search per step instead of one per
+    request); `finished` says which sentences are done, `cancel` drops some before they are."""
 
     def __init__(self, sentences: int, special: SpecialIds, max_length: int) -> None:
         self.sentences = sentences
@@ -102,25 +104,32 @@ class GreedySearch:
         self.active = np.arange(sentences)  # sentence of each row
         self.tokens: list[list[int]] = [[] for _ in range(sentences)]
         self.scores = np.zeros(sentences, dtype=np.float64)
+        self.finished = np.zeros(sentences, dtype=bool)
+        self.cancelled = np.zeros(sentences, dtype=bool)
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         return np.arange(self.sentences), np.full(self.sentences, self.special.bos, dtype=np.int64)
 
+    def cancel(self, start: int, stop: int) -> None:
+        """These sentences' rows leave the batch at the next step."""
+        self.cancelled[start:stop] = True
+
     def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
         best = step.best
         self.scores[self.active] += step.best_log_probs
-        unfinished = best != self.special.eos
+        unfinished = (best != self.special.eos) & ~self.cancelled[self.active]
         for sentence, token in zip(self.active[unfinished].tolist(), best[unfinished].tolist()):
             self.tokens[sentence].append(token)
         self.position += 1
         if self.position >= self.max_length:
             unfinished[:] = False
         keep = np.flatnonzero(unfinished)
+        self.finished[self.active[~unfinished]] = True
         self.active = self.active[keep]
         return keep, best[keep]
 
-    def results(self) -> list[list[Hypothesis]]:
-        return [[Hypothesis(t, float(s), float(s))] for t, s in zip(self.tokens, self.scores)]
+    def results(self, start: int = 0, stop: int | None = None) -> list[list[Hypothesis]]:
+        return [[Hypothesis(t, float(s), float(s))] for t, s in zip(self.tokens[start:stop], self.scores[start:stop])]
 
 
 class BeamSearch:
@@ -202,8 +211,8 @@ class BeamSearch:
                     self._finish(sentence, tokens, score, len(tokens))
         self.open = self.open[:0]
 
-    def results(self) -> list[list[Hypothesis]]:
-        return [sorted(hypotheses, key=lambda h: h.normalized_score, reverse=True)[: self.num_hypotheses] for hypotheses in self.finished]
+    def results(self, start: int = 0, stop: int | None = None) -> list[list[Hypothesis]]:
+        return [sorted(hypotheses, key=lambda h: h.normalized_score, reverse=True)[: self.num_hypotheses] for hypotheses in self.finished[start:stop]]
 
 
 class RunningBatch:

@@ -16,7 +16,7 @@ import torch
 
 from decoding.batching import SearchOptions, make_search, pad_ids
 from decoding.runtime import CUDA, RuntimeConfig, cuda_device_present
-from decoding.search import RunningBatch
+from decoding.search import GreedySearch, RunningBatch
 from decoding.translator import Translator
 from export.exporter import ExportConfig, export_model
 from nmt_spec import Tokenizer
@@ -231,3 +231,25 @@ def test_cache_slots_of_rows_that_left_are_dropped(exported: dict) -> None:
     first.step(np.array([6]))
     # the newcomer's two tokens remain; the three slots that only the first row used are gone
     assert first.rows.mask.tolist() == [[1, 1]] and first.state["past_key_values.0.decoder.key"].shape[2] == 2
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_shared_greedy_search_answers_each_sentence_as_alone_when_some_are_cancelled(exported: dict, architecture: str) -> None:
+    """The server merges greedy requests into one search; cancelling some sentences midway
+    takes their rows out and leaves the others' answers as they are alone."""
+    _, version = exported[architecture]
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    special = translator.spec.special_ids
+    sources = translator.encode(SOURCES)
+    options = SearchOptions(max_decoding_length=24)
+    alone = [translator.translate_ids([source], options)[0][0].tokens for source in sources]
+    shared = GreedySearch(len(sources), special, options.max_decoding_length)
+    batch = RunningBatch(lambda batch_sources: translator.model.start(pad_ids(batch_sources, special.pad)))
+    batch.admit([shared], sources)
+    batch.step()
+    shared.cancel(1, 3)
+    while batch.searches:
+        batch.step()
+    kept = [i for i in range(len(sources)) if i not in (1, 2)]
+    assert [shared.results(i, i + 1)[0][0].tokens for i in kept] == [alone[i] for i in kept]
+    assert shared.finished.all() and all(len(shared.tokens[i]) <= 1 for i in (1, 2))
