@@ -36,6 +36,33 @@ def machine_description(threads: int) -> str:
     return f"{cpu}, {os.cpu_count()} cores visible, {threads} threads per engine, Python {platform.python_version()}, no GPU"
 
 
+def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: Path, converted: dict[str, Path], label: str) -> None:
+    """Every engine once on one model."""
+    texts = report.texts
+    checkpoint = ROOT / MODELS[name]
+    version = ROOT / "models" / name / "1"
+    progress(f"{label}: PyTorch eager")
+    report.add(pytorch_greedy(checkpoint, texts, args.threads, name))
+    if name.startswith("transformer"):
+        from bench.ctranslate2_converter import convert
+
+        if name not in converted:
+            progress(f"{label}: converting to CTranslate2 through its spec API")
+            converted[name] = convert(checkpoint, scratch / name)
+        for compute_type in ("float32", "int8"):
+            progress(f"{label}: CTranslate2 {compute_type}")
+            report.add(ctranslate2_greedy(converted[name], checkpoint.parent / "tokenizer.model", texts, args.threads, compute_type, name, args.max_batch_size))
+    for variant in ("fp32", "int8"):
+        progress(f"{label}: ONNX Runtime in-process, {variant}")
+        report.add(onnx_greedy(version, variant, texts, args.threads, name))
+    for policy in args.policies:
+        log = scratch / f"server-{name}-{policy}.log"
+        with ServerProcess(name, policy, args.threads, free_port(), log, ["--max-batch-size", str(args.max_batch_size)]) as server:
+            for concurrency in args.concurrency:
+                progress(f"{label}: server, {policy} batching, {concurrency} clients")
+                report.add(server_load(server, texts, concurrency, name, policy))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sentences", type=int, default=1000, help="first N sentences of data/multi30k/<split>.en")
@@ -46,44 +73,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads each engine may use")
     parser.add_argument("--max-batch-size", type=int, default=64, help="sentences per batch for every engine (CTranslate2 max_batch_size, the server's --max-batch-size)")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="markdown report; plots are written beside it")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds over every engine, interleaved; the fastest of each is reported")
     parser.add_argument("--smoke", action="store_true", help="8 sentences, concurrency 1 and 4: checks the benchmark runs, measures nothing")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sentences, args.concurrency = 8, [1, 4]
+        args.sentences, args.concurrency, args.repeats = 8, [1, 4], 1
 
     data = ROOT / "data" / "multi30k"
     texts = (data / f"{args.split}.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
     references = (data / f"{args.split}.de").read_text(encoding="utf-8").splitlines()[: args.sentences]
     report = Report(texts, references, machine_description(args.threads), "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    report.repeats = args.repeats
     progress(f"matmul peak ({args.threads} threads) ...")
     report.peak_flops = matmul_peak_flops(512 if args.smoke else 1024)
 
     with tempfile.TemporaryDirectory() as scratch:
+        converted = {}
+        for round_number in range(1, args.repeats + 1):
+            for name in args.models:
+                measure_model(report, name, args, Path(scratch), converted, f"round {round_number}/{args.repeats}: {name}")
         for name in args.models:
-            checkpoint = ROOT / MODELS[name]
-            version = ROOT / "models" / name / "1"
-            progress(f"{name}: PyTorch eager")
-            report.add(pytorch_greedy(checkpoint, texts, args.threads, name))
-            if name.startswith("transformer"):
-                from bench.ctranslate2_converter import convert
-
-                progress(f"{name}: converting to CTranslate2 through its spec API")
-                converted = convert(checkpoint, Path(scratch) / name)
-                for compute_type in ("float32", "int8"):
-                    progress(f"{name}: CTranslate2 {compute_type}")
-                    report.add(ctranslate2_greedy(converted, checkpoint.parent / "tokenizer.model", texts, args.threads, compute_type, name, args.max_batch_size))
-            for variant in ("fp32", "int8"):
-                progress(f"{name}: ONNX Runtime in-process, {variant}")
-                report.add(onnx_greedy(version, variant, texts, args.threads, name))
-            for policy in args.policies:
-                log = Path(scratch) / f"server-{name}-{policy}.log"
-                with ServerProcess(name, policy, args.threads, free_port(), log, ["--max-batch-size", str(args.max_batch_size)]) as server:
-                    for concurrency in args.concurrency:
-                        progress(f"{name}: server, {policy} batching, {concurrency} clients")
-                        report.add(server_load(server, texts, concurrency, name, policy))
             from nmt_spec.manifest import Manifest
 
-            spec = Manifest.load(version, verify_files=False).spec
+            spec = Manifest.load(ROOT / "models" / name / "1", verify_files=False).spec
             report.set_flops(name, lambda source, target, spec=spec: flops_per_generated_token(spec, source, target))
 
     output = args.output if not args.smoke else Path(tempfile.mkdtemp(prefix="bench-smoke-")) / "BENCHMARKS.md"

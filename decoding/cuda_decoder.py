@@ -103,7 +103,10 @@ class CudaIncrementalDecoder:
         unused = self.rows.unused_leading_slots()
         if unused and (unused >= DROP_UNUSED_SLOTS_AT or not self.model.takes_decoder_mask):
             self.rows.drop_leading(unused)
-            self.state = {name: self.to_device(self.model.drop_leading_slots(name, value.numpy(), unused)) for name, value in self.state.items()}
+            self.state = {
+                name: self.to_device(self.model.drop_leading_slots(name, value.numpy(), unused)) if self.model.pads_at_start(name) else value
+                for name, value in self.state.items()
+            }
         return outputs[LOG_PROBS].numpy()
 
     def select(self, rows: np.ndarray) -> None:

@@ -74,9 +74,13 @@ class OnnxSeq2Seq:
             feeds[DECODER_MASK] = rows.next_mask()
         return feeds
 
-    def drop_leading_slots(self, name: str, value: np.ndarray, count: int) -> np.ndarray:
+    def pads_at_start(self, name: str) -> bool:
+        """A self-attention cache: its first slots are the oldest, dropped once no row uses them."""
         padding = self.padding[name]
-        return drop_leading(value, padding, count) if padding is not None and padding.at_start else value
+        return padding is not None and padding.at_start
+
+    def drop_leading_slots(self, name: str, value: np.ndarray, count: int) -> np.ndarray:
+        return drop_leading(value, self.padding[name], count) if self.pads_at_start(name) else value
 
     def start(self, source_ids: np.ndarray) -> OnnxIncrementalDecoder | CudaIncrementalDecoder:
         """A decoder for a padded (B, S) batch; on CUDA its tensors stay on the device."""
