@@ -13,7 +13,6 @@ from onnx import TensorProto, helper
 from decoding.graph_io import RowPositions, concat_rows, place_rows, present_name
 from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
-    DECODER_MASK,
     ENCODER_INPUT_IDS,
     LOG_PROBS,
 )
@@ -86,8 +85,8 @@ class CudaIncrementalDecoder:
         decoder = self.model.decoder
         binding = decoder.io_binding()
         binding.bind_cpu_input(DECODER_INPUT_IDS, np.ascontiguousarray(tokens.reshape(-1, 1), dtype=np.int64))
-        position_feeds = self.model.position_feeds(self.rows)
-        for name, value in position_feeds.items():
+        mask = self.rows.next_mask()
+        for name, value in self.model.position_feeds(self.rows, mask).items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name, value in (self.constants | self.state).items():
             binding.bind_ortvalue_input(name, value)
@@ -99,7 +98,7 @@ class CudaIncrementalDecoder:
         decoder.run_with_iobinding(binding)
         outputs = dict(zip(self.model.decoder_outputs, binding.get_outputs()))
         self.state = {name: outputs[present_name(name)] for name in self.state}
-        self.rows.advance(position_feeds.get(DECODER_MASK, self.rows.next_mask()))
+        self.rows.advance(mask)
         unused = self.rows.unused_leading_slots()
         if unused and (unused >= DROP_UNUSED_SLOTS_AT or not self.model.takes_decoder_mask):
             self.rows.drop_leading(unused)

@@ -52,20 +52,23 @@ def pad_to(array: np.ndarray, padding: Padding, length: int) -> np.ndarray:
     return padded
 
 
+def padded_alike(first: np.ndarray, second: np.ndarray, padding: Padding | None) -> tuple[np.ndarray, np.ndarray]:
+    """Both zero-padded to the longer of their lengths along the padded axis."""
+    if padding is None:
+        return first, second
+    length = max(first.shape[padding.axis], second.shape[padding.axis])
+    return pad_to(first, padding, length), pad_to(second, padding, length)
+
+
 def concat_rows(first: np.ndarray, second: np.ndarray, padding: Padding | None) -> np.ndarray:
     """The rows of both, zero-padded to a common length along the padded axis."""
-    if padding is not None:
-        length = max(first.shape[padding.axis], second.shape[padding.axis])
-        first, second = pad_to(first, padding, length), pad_to(second, padding, length)
-    return np.concatenate([first, second])
+    return np.concatenate(padded_alike(first, second, padding))
 
 
 def place_rows(target: np.ndarray, rows: np.ndarray, incoming: np.ndarray, padding: Padding | None) -> np.ndarray:
     """target with these rows overwritten by incoming, both padded to a common length first
     (the result is target itself when no padding was needed)."""
-    if padding is not None:
-        length = max(target.shape[padding.axis], incoming.shape[padding.axis])
-        target, incoming = pad_to(target, padding, length), pad_to(incoming, padding, length)
+    target, incoming = padded_alike(target, incoming, padding)
     target[rows] = incoming
     return target
 

@@ -66,12 +66,13 @@ class OnnxSeq2Seq:
         }
         return constants, state
 
-    def position_feeds(self, rows: RowPositions) -> dict[str, np.ndarray]:
+    def position_feeds(self, rows: RowPositions, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """The inputs that place each row: its position, and this step's cache mask."""
         feeds = {}
         if self.takes_positions:
             feeds[POSITION_IDS] = rows.positions.reshape(-1, 1)
         if self.takes_decoder_mask:
-            feeds[DECODER_MASK] = rows.next_mask()
+            feeds[DECODER_MASK] = mask
         return feeds
 
     def pads_at_start(self, name: str) -> bool:
@@ -98,11 +99,11 @@ class OnnxIncrementalDecoder:
         self.rows = RowPositions(source_ids.shape[0])
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        position_feeds = self.model.position_feeds(self.rows)
-        feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **position_feeds, **self.constants, **self.state}
+        mask = self.rows.next_mask()
+        feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.model.position_feeds(self.rows, mask), **self.constants, **self.state}
         outputs = dict(zip(self.model.decoder_outputs, self.model.decoder.run(None, feeds)))
         self.state = {name: outputs[present_name(name)] for name in self.state}
-        self.rows.advance(position_feeds.get(DECODER_MASK, self.rows.next_mask()))
+        self.rows.advance(mask)
         self._drop_unused_cache()
         return outputs[LOG_PROBS]
 

@@ -97,16 +97,7 @@ async def serve(config: ServerConfig) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    def load() -> ModelRegistry:
-        registry = ModelRegistry.load(config, metrics)
-        try:
-            registry.warm_up()
-        except BaseException:
-            registry.stop()
-            raise
-        return registry
-
-    loading = asyncio.ensure_future(asyncio.to_thread(load))
+    loading = asyncio.ensure_future(asyncio.to_thread(ModelRegistry.load, config, metrics))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
     if loading.done():

@@ -276,6 +276,9 @@ class Batcher:
                 _fail(item, DecodeFailed(f"model {self.model} failed to encode this request's batch: {error}"))
             return
         self.running += live
+        self._count_inflight()
+
+    def _count_inflight(self) -> None:
         self.inflight.set(sum(item.sentences for item in self.running))
 
     def _drop_cancelled(self) -> None:
@@ -285,7 +288,7 @@ class Batcher:
             else:
                 self.batch.remove(item.search)
             self.running.remove(item)
-            self.inflight.set(sum(item.sentences for item in self.running))
+            self._count_inflight()
 
     def _step(self) -> None:
         rows = self.batch.size
@@ -311,7 +314,7 @@ class Batcher:
             if not item.future.done():
                 item.future.set_result(item.search.results(*item.in_search))
         if answered:
-            self.inflight.set(sum(item.sentences for item in self.running))
+            self._count_inflight()
 
 
 def _sentences_finished(item: WorkItem) -> bool:

@@ -37,19 +37,19 @@ class TranslatorClient:
         requests = (pb.TranslateRequest(model=model, texts=texts, options=options) for texts in chunks)
         return self.stub.TranslateStream(requests)
 
-    def serving(self) -> bool:
+    def serving(self, timeout: float | None = None, wait_for_ready: bool = False) -> bool:
+        """Whether the health service reports SERVING (models loaded and warmed up)."""
         health = health_pb2_grpc.HealthStub(self.channel)
-        status = health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=self.timeout).status
+        request = health_pb2.HealthCheckRequest(service=SERVICE)
+        status = health.Check(request, timeout=self.timeout if timeout is None else timeout, wait_for_ready=wait_for_ready).status
         return status == health_pb2.HealthCheckResponse.SERVING
 
     def wait_until_serving(self, seconds: float) -> None:
-        """Block until the health service reports SERVING (models loaded and warmed up)."""
-        health = health_pb2_grpc.HealthStub(self.channel)
+        """Block until the server is SERVING."""
         deadline = time.monotonic() + seconds
         while True:
             try:
-                status = health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=max(0.1, deadline - time.monotonic()), wait_for_ready=True).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
+                if self.serving(timeout=max(0.1, deadline - time.monotonic()), wait_for_ready=True):
                     return
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -92,7 +92,7 @@ def load_and_warm_up(version_directory: Path, config: ServerConfig, metrics: Ser
 
 
 class ModelRegistry:
-    """name -> the latest version of each model in the repository."""
+    """name -> the latest version of each model in the repository, loaded and warmed up."""
 
     def __init__(self, models: dict[str, ServedModel], default_model: str) -> None:
         self.models = models
@@ -114,7 +114,7 @@ class ModelRegistry:
         try:
             for name in names:
                 try:
-                    models[name] = load_model(latest_version(root / name), config, metrics)
+                    models[name] = load_and_warm_up(latest_version(root / name), config, metrics)
                 except ManifestError as error:
                     if not config.skip_broken_models:
                         raise
@@ -137,10 +137,6 @@ class ModelRegistry:
         if version and version != model.version:
             raise ModelNotFound(f"model {model.name} version {version!r} is not loaded; loaded: {model.version} (empty means the latest)")
         return model
-
-    def warm_up(self) -> None:
-        for model in self.models.values():
-            warm_up(model)
 
     def newer_versions(self, root: Path, skipped: set[Path]) -> dict[str, Path]:
         """Models whose repository directory holds a higher version than the one served."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.engines import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 SERVICE = "nmt.v1.Translator"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def health_status(target: str, service: str = SERVICE, timeout: float = 2.0) -> int:
