@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.engines import (
     ROOT,
+    Layout,
     ServerProcess,
     ctranslate2_greedy,
     free_port,
@@ -42,7 +43,7 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
     checkpoint = ROOT / MODELS[name]
     version = ROOT / "models" / name / "1"
     progress(f"{label}: PyTorch eager")
-    report.add(pytorch_greedy(checkpoint, texts, args.threads, name))
+    report.add(pytorch_greedy(checkpoint, texts, args.threads, name, args.max_batch_size))
     if name.startswith("transformer"):
         from bench.ctranslate2_converter import convert
 
@@ -50,17 +51,22 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
             progress(f"{label}: converting to CTranslate2 through its spec API")
             converted[name] = convert(checkpoint, scratch / name)
         for compute_type in ("float32", "int8"):
-            progress(f"{label}: CTranslate2 {compute_type}")
-            report.add(ctranslate2_greedy(converted[name], checkpoint.parent / "tokenizer.model", texts, args.threads, compute_type, name, args.max_batch_size))
+            for layout in args.layouts:
+                progress(f"{label}: CTranslate2 {compute_type}, {layout.workers} batch(es) at once x {layout.threads} thread(s)")
+                report.add(ctranslate2_greedy(converted[name], checkpoint.parent / "tokenizer.model", texts, layout, compute_type, name, args.max_batch_size))
     for variant in ("fp32", "int8"):
         progress(f"{label}: ONNX Runtime in-process, {variant}")
-        report.add(onnx_greedy(version, variant, texts, args.threads, name))
-    for policy in args.policies:
-        log = scratch / f"server-{name}-{policy}.log"
-        with ServerProcess(name, policy, args.threads, free_port(), log, ["--max-batch-size", str(args.max_batch_size)]) as server:
-            for concurrency in args.concurrency:
-                progress(f"{label}: server, {policy} batching, {concurrency} clients")
-                report.add(server_load(server, texts, concurrency, name, policy))
+        report.add(onnx_greedy(version, variant, texts, args.threads, name, args.max_batch_size))
+    for layout in args.layouts:
+        # A second worker only has work once the clients keep two batches busy: below 16
+        # clients it would idle, so those levels are measured with one worker only.
+        levels = args.concurrency if layout.workers == 1 or args.smoke else [c for c in args.concurrency if c >= 16]
+        for policy in args.policies:
+            log = scratch / f"server-{name}-{policy}-{layout}.log"
+            with ServerProcess(name, policy, layout, free_port(), log, ["--max-batch-size", str(args.max_batch_size)]) as server:
+                for concurrency in levels:
+                    progress(f"{label}: server, {policy} batching, {layout} workers x threads, {concurrency} clients")
+                    report.add(server_load(server, texts, concurrency, name, policy))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", nargs="+", default=["dynamic", "inflight"], choices=["dynamic", "inflight"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads each engine may use")
-    parser.add_argument("--max-batch-size", type=int, default=64, help="sentences per batch for every engine (CTranslate2 max_batch_size, the server's --max-batch-size)")
+    parser.add_argument(
+        "--layouts", type=Layout.parse, nargs="+", default=None,
+        help="how engines that can decode several batches at once (CTranslate2, the server) spend the threads: WORKERSxTHREADS; default 1xN and Nx1 for N = --threads",
+    )  # fmt: skip
+    parser.add_argument("--max-batch-size", type=int, default=64, help="sentences per batch for every engine (CTranslate2's max_batch_size, the batches of PyTorch and of our module in-process, the server's --max-batch-size)")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="markdown report; plots are written beside it")
     parser.add_argument("--repeats", type=int, default=2, help="rounds over every engine, interleaved; the fastest of each is reported")
     parser.add_argument("--smoke", action="store_true", help="8 sentences, concurrency 1 and 4: checks the benchmark runs, measures nothing")
     args = parser.parse_args(argv)
+    args.layouts = args.layouts or list(dict.fromkeys([Layout(1, args.threads), Layout(args.threads, 1)]))
     if args.smoke:
         args.sentences, args.concurrency, args.repeats = 8, [1, 4], 1
 

@@ -17,6 +17,24 @@ from bench.load import percentile, run_load
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How an engine spends the machine's threads: `workers` batches decoded at once, each
+    operation of a batch on `threads` threads (CTranslate2's inter_threads x intra_threads,
+    the server's --decode-workers x --intra-op-threads)."""
+
+    workers: int
+    threads: int
+
+    def __str__(self) -> str:
+        return f"{self.workers}x{self.threads}"
+
+    @classmethod
+    def parse(cls, text: str) -> Layout:
+        workers, threads = text.split("x")
+        return cls(int(workers), int(threads))
+
+
 @dataclass
 class Measurement:
     engine: str  # e.g. "pytorch", "ctranslate2", "onnx", "server"
@@ -27,12 +45,17 @@ class Measurement:
     translations: list[str]
     latencies: list[float] = field(default_factory=list)  # per request (server)
     client_cpu_share: float | None = None  # cores the load generator took (server)
+    layout: str = ""  # str(Layout)
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int]:
+        return self.engine, self.model, self.setting, self.layout, self.concurrency
 
     def percentile(self, fraction: float) -> float | None:
         return percentile(self.latencies, fraction) if self.latencies else None
 
 
-def pytorch_greedy(checkpoint: Path, texts: list[str], threads: int, model_name: str) -> Measurement:
+def pytorch_greedy(checkpoint: Path, texts: list[str], threads: int, model_name: str, max_batch_size: int) -> Measurement:
     import torch
 
     from nmt_spec import Tokenizer
@@ -44,34 +67,36 @@ def pytorch_greedy(checkpoint: Path, texts: list[str], threads: int, model_name:
     tokenizer = Tokenizer(checkpoint.parent / spec.tokenizer_file, spec.special_ids)
     translate(model, tokenizer, spec, texts[:8])  # warm-up
     began = time.perf_counter()
-    translations = translate(model, tokenizer, spec, texts)
-    return Measurement("pytorch", model_name, "fp32 eager", 0, time.perf_counter() - began, translations)
+    # batches of max_batch_size sentences, as CTranslate2's: not bounded by tokens as well
+    translations = translate(model, tokenizer, spec, texts, max_batch_tokens=max_batch_size * spec.max_source_length, max_batch_size=max_batch_size)
+    return Measurement("pytorch", model_name, "fp32 eager", 0, time.perf_counter() - began, translations, layout=str(Layout(1, threads)))
 
 
-def ctranslate2_greedy(model_directory: Path, tokenizer_file: Path, texts: list[str], threads: int, compute_type: str, model_name: str, max_batch_size: int) -> Measurement:
+def ctranslate2_greedy(model_directory: Path, tokenizer_file: Path, texts: list[str], layout: Layout, compute_type: str, model_name: str, max_batch_size: int) -> Measurement:
     import ctranslate2
     import sentencepiece as spm
 
     processor = spm.SentencePieceProcessor(model_file=str(tokenizer_file))
     eos = processor.id_to_piece(processor.eos_id())
-    translator = ctranslate2.Translator(str(model_directory), device="cpu", compute_type=compute_type, inter_threads=1, intra_threads=threads)
+    translator = ctranslate2.Translator(str(model_directory), device="cpu", compute_type=compute_type, inter_threads=layout.workers, intra_threads=layout.threads)
     tokens = [processor.encode(text, out_type=str) + [eos] for text in texts]
     translator.translate_batch(tokens[:8], beam_size=1)  # warm-up
     began = time.perf_counter()
     results = translator.translate_batch(tokens, beam_size=1, max_decoding_length=128, max_batch_size=max_batch_size)
     translations = [processor.decode_pieces(result.hypotheses[0]) for result in results]
-    return Measurement("ctranslate2", model_name, compute_type, 0, time.perf_counter() - began, translations)
+    return Measurement("ctranslate2", model_name, compute_type, 0, time.perf_counter() - began, translations, layout=str(layout))
 
 
-def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str) -> Measurement:
+def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str, max_batch_size: int) -> Measurement:
     from decoding.runtime import RuntimeConfig
     from decoding.translator import Translator
 
     translator = Translator.from_repository(version_directory, variant, RuntimeConfig(device="cpu", intra_op_threads=threads))
+    translator.max_batch_size, translator.max_batch_tokens = max_batch_size, max_batch_size * translator.spec.max_source_length
     translator.translate(texts[:8])
     began = time.perf_counter()
     translations = translator.translate(texts)
-    return Measurement("onnx", model_name, variant, 0, time.perf_counter() - began, translations)
+    return Measurement("onnx", model_name, variant, 0, time.perf_counter() - began, translations, layout=str(Layout(1, threads)))
 
 
 def free_port() -> int:
@@ -83,11 +108,13 @@ def free_port() -> int:
 class ServerProcess:
     """python -m server on loopback ports, for one model and policy."""
 
-    def __init__(self, model: str, policy: str, threads: int, port: int, log: Path, extra: list[str]) -> None:
+    def __init__(self, model: str, policy: str, layout: Layout, port: int, log: Path, extra: list[str]) -> None:
         command = [
             sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-            "--models", model, "--default-model", model, "--batching", policy, "--intra-op-threads", str(threads), *extra,
+            "--models", model, "--default-model", model, "--batching", policy,
+            "--decode-workers", str(layout.workers), "--intra-op-threads", str(layout.threads), *extra,
         ]  # fmt: skip
+        self.layout = layout
         self.target = f"127.0.0.1:{port}"
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
@@ -111,4 +138,4 @@ def server_load(server: ServerProcess, texts: list[str], concurrency: int, model
     result = asyncio.run(run_load(server.target, texts, concurrency))
     if result.errors:
         raise RuntimeError(f"{result.errors} requests failed at concurrency {concurrency}")
-    return Measurement("server", model_name, policy, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share)
+    return Measurement("server", model_name, policy, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share, str(server.layout))

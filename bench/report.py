@@ -29,9 +29,8 @@ class Report:
     def add(self, measurement: Measurement) -> None:
         """Of repeated measurements of the same thing, the fastest is kept: this machine's speed
         drifts by tens of percent over minutes, and the best run is the least disturbed one."""
-        key = (measurement.engine, measurement.model, measurement.setting, measurement.concurrency)
         for index, kept in enumerate(self.measurements):
-            if (kept.engine, kept.model, kept.setting, kept.concurrency) == key:
+            if kept.key == measurement.key:
                 if measurement.seconds < kept.seconds:
                     self.measurements[index] = measurement
                 return
@@ -66,8 +65,8 @@ class Report:
 
     def table(self) -> str:
         lines = [
-            "| engine | model | setting | clients | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | load generator CPU | BLEU | same output as ONNX fp32 |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| engine | model | setting | batches at once x threads | clients | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | load generator CPU | BLEU | same output as ONNX fp32 |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in self.measurements:
             reference = self.reference_outputs(m.model)
@@ -77,16 +76,21 @@ class Report:
             clients = str(m.concurrency) if m.concurrency else "batch"
             client_cpu = "-" if m.client_cpu_share is None else f"{m.client_cpu_share:.0%} of a core"
             lines.append(
-                f"| {m.engine} | {m.model} | {m.setting} | {clients} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {client_cpu} | {self.bleu(m):.2f} | {same} |"
+                f"| {m.engine} | {m.model} | {m.setting} | {m.layout} | {clients} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {client_cpu} | {self.bleu(m):.2f} | {same} |"
             )
         return "\n".join(lines)
 
-    def best(self, model: str, engine: str, setting: str | None = None) -> Measurement | None:
-        candidates = [m for m in self.measurements if m.model == model and m.engine == engine and (setting is None or m.setting == setting)]
+    def best(self, model: str, engine: str, setting: str | None = None, layout: str | None = None) -> Measurement | None:
+        candidates = [
+            m for m in self.measurements if m.model == model and m.engine == engine and setting in (None, m.setting) and layout in (None, m.layout)
+        ]  # fmt: skip
         return max(candidates, key=self.sentences_per_second, default=None)
 
-    def at(self, model: str, policy: str, concurrency: int) -> Measurement | None:
-        return next((m for m in self.measurements if m.model == model and m.engine == "server" and m.setting == policy and m.concurrency == concurrency), None)
+    def at(self, model: str, policy: str, concurrency: int, layout: str) -> Measurement | None:
+        return next((m for m in self.measurements if m.model == model and m.engine == "server" and (m.setting, m.concurrency, m.layout) == (policy, concurrency, layout)), None)
+
+    def layouts(self, model: str) -> list[str]:
+        return list(dict.fromkeys(m.layout for m in self.measurements if m.model == model and m.engine == "server"))
 
     def ratios(self) -> str:
         lines = ["| model | comparison | ratio |", "|---|---|---:|"]
@@ -99,19 +103,30 @@ class Report:
             server = self.best(model, "server")
             if server is None:
                 continue
-            where = f"{server.setting}, {server.concurrency} clients"
-            ratio(model, f"server at its best ({where}) / CTranslate2 float32 translate_batch", server, self.best(model, "ctranslate2", "float32"))
-            ratio(model, f"server at its best ({where}) / CTranslate2 int8", server, self.best(model, "ctranslate2", "int8"))
+            where = f"{server.setting}, {server.layout}, {server.concurrency} clients"
+            ctranslate2 = self.best(model, "ctranslate2", "float32")
+            if ctranslate2 is not None:
+                ratio(model, f"server at its best ({where}) / CTranslate2 float32 translate_batch at its best ({ctranslate2.layout})", server, ctranslate2)
+            for layout in self.layouts(model):
+                same = self.best(model, "server", layout=layout)
+                ratio(model, f"server at its best with {layout} ({same.setting}, {same.concurrency} clients) / CTranslate2 float32 with {layout}", same, self.best(model, "ctranslate2", "float32", layout))
+            ratio(model, f"server at its best ({where}) / CTranslate2 int8 at its best", server, self.best(model, "ctranslate2", "int8"))
             ratio(model, f"server at its best ({where}) / PyTorch eager", server, self.best(model, "pytorch"))
-            ratio(model, "ONNX in-process fp32 / CTranslate2 float32", self.best(model, "onnx", "fp32"), self.best(model, "ctranslate2", "float32"))
-            ratio(model, f"server at its best ({where}) / ONNX in-process fp32 (cost of serving)", server, self.best(model, "onnx", "fp32"))
-            for policy in ("dynamic", "inflight"):
-                ratio(model, f"server {policy}: 64 clients / 1 client", self.at(model, policy, 64), self.at(model, policy, 1))
-            concurrencies = sorted({m.concurrency for m in self.measurements if m.model == model and m.engine == "server"})
-            for concurrency in concurrencies:
-                inflight, dynamic = self.at(model, "inflight", concurrency), self.at(model, "dynamic", concurrency)
-                ratio(model, f"in-flight / dynamic throughput, {concurrency} clients", inflight, dynamic)
-                ratio(model, f"in-flight / dynamic p99 latency, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
+            in_process = self.best(model, "onnx", "fp32")
+            if in_process is not None:
+                layout = in_process.layout
+                ratio(model, f"ONNX in-process fp32 / CTranslate2 float32, both {layout} (the model's computation alone)", in_process, self.best(model, "ctranslate2", "float32", layout))
+                same = self.best(model, "server", layout=layout)
+                if same is not None:
+                    ratio(model, f"server at its best with {layout} ({same.setting}, {same.concurrency} clients) / ONNX in-process fp32 {layout} (cost of serving)", same, in_process)
+            for layout in self.layouts(model):
+                for policy in ("dynamic", "inflight"):
+                    ratio(model, f"server {policy}, {layout}: 64 clients / 1 client", self.at(model, policy, 64, layout), self.at(model, policy, 1, layout))
+                concurrencies = sorted({m.concurrency for m in self.measurements if m.model == model and m.engine == "server" and m.layout == layout})
+                for concurrency in concurrencies:
+                    inflight, dynamic = self.at(model, "inflight", concurrency, layout), self.at(model, "dynamic", concurrency, layout)
+                    ratio(model, f"in-flight / dynamic throughput, {layout}, {concurrency} clients", inflight, dynamic)
+                    ratio(model, f"in-flight / dynamic p99 latency, {layout}, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
         return "\n".join(lines)
 
     def utilisation(self) -> str:
@@ -123,7 +138,7 @@ class Report:
                     continue
                 per_token = function(self.source_tokens(model) / len(self.texts), self.target_tokens(m) / len(self.texts))
                 achieved = per_token * self.tokens_per_second(m)
-                lines.append(f"| {model} | {engine} ({m.setting}) | {per_token * 1000 / 1e9:.2f} | {achieved / 1e9:.2f} | {achieved / self.peak_flops:.1%} |")
+                lines.append(f"| {model} | {engine} ({m.setting}, {m.layout}) | {per_token * 1000 / 1e9:.2f} | {achieved / 1e9:.2f} | {achieved / self.peak_flops:.1%} |")
         return "\n".join(lines)
 
     def plot(self, directory: Path) -> list[Path]:
@@ -135,18 +150,19 @@ class Report:
         written = []
         for model in dict.fromkeys(m.model for m in self.measurements):
             figure, (throughput, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
-            for policy, marker in (("dynamic", "o"), ("inflight", "s")):
-                runs = sorted((m for m in self.measurements if m.model == model and m.engine == "server" and m.setting == policy), key=lambda m: m.concurrency)
-                if not runs:
-                    continue
-                clients = [m.concurrency for m in runs]
-                throughput.plot(clients, [self.sentences_per_second(m) for m in runs], marker=marker, label=f"server, {policy}")
-                for fraction, style in ((0.5, "-"), (0.9, "--"), (0.99, ":")):
-                    latency.plot(clients, [1000 * m.percentile(fraction) for m in runs], style, marker=marker, label=f"{policy} p{round(fraction * 100)}")
+            for layout in self.layouts(model):
+                for policy, marker in (("dynamic", "o"), ("inflight", "s")):
+                    runs = sorted((m for m in self.measurements if m.model == model and m.engine == "server" and (m.setting, m.layout) == (policy, layout)), key=lambda m: m.concurrency)
+                    if not runs:
+                        continue
+                    clients = [m.concurrency for m in runs]
+                    throughput.plot(clients, [self.sentences_per_second(m) for m in runs], marker=marker, label=f"server, {policy}, {layout}")
+                    for fraction, style in ((0.5, "-"), (0.9, "--"), (0.99, ":")):
+                        latency.plot(clients, [1000 * m.percentile(fraction) for m in runs], style, marker=marker, label=f"{policy} {layout} p{round(fraction * 100)}")
             for m in self.measurements:
                 if m.model == model and m.engine != "server":
                     throughput.axhline(self.sentences_per_second(m), linestyle="--", linewidth=1, color="grey" if m.engine != "ctranslate2" else "black")
-                    throughput.annotate(f"{m.engine} {m.setting}", (1, self.sentences_per_second(m)), fontsize=7, va="bottom")
+                    throughput.annotate(f"{m.engine} {m.setting} {m.layout}", (1, self.sentences_per_second(m)), fontsize=7, va="bottom")
             for axis, title, unit in ((throughput, "throughput", "sentences/s"), (latency, "latency per request", "ms")):
                 axis.set_xscale("log", base=2)
                 axis.set_xlabel("concurrent clients (one sentence per request)")

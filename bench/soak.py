@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.engines import ROOT, ServerProcess, free_port
+from bench.engines import ROOT, Layout, ServerProcess, free_port
 from bench.load import percentile
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="", help="a running server (with --server-pid); empty: start one")
     parser.add_argument("--server-pid", type=int, default=0, help="its process id, for its memory")
     parser.add_argument("--batching", default="dynamic", choices=["dynamic", "inflight"], help="policy of the server this command starts")
+    parser.add_argument("--layout", type=Layout.parse, default=Layout(1, 0), help="its decode workers x ONNX Runtime threads (0: ONNX Runtime's default)")
     args = parser.parse_args(argv)
 
     sentences = (ROOT / "data" / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         import tempfile
 
         log = Path(tempfile.mkdtemp(prefix="soak-")) / "server.log"
-        with ServerProcess(args.model, args.batching, 0, free_port(), log, []) as server:
-            print(f"soak: {args.clients} clients for {args.duration:.0f} s against {server.target} ({args.batching} batching)", file=sys.stderr, flush=True)
+        with ServerProcess(args.model, args.batching, args.layout, free_port(), log, []) as server:
+            print(f"soak: {args.clients} clients for {args.duration:.0f} s against {server.target} ({args.batching} batching, {args.layout})", file=sys.stderr, flush=True)
             result = asyncio.run(soak(server.target, server.process.pid, pairs, args.clients, args.duration, args.deadline, args.model))
     print(result.table())
     memory_failed = args.duration >= 300 and result.rss_growth > RSS_BAR

@@ -20,10 +20,11 @@ from decoding.search import (
 from nmt_spec import SpecialIds
 
 
-def token_batches(lengths: list[tuple[int, int]], max_tokens: int, seed: int | None) -> list[list[int]]:
+def token_batches(lengths: list[tuple[int, int]], max_tokens: int, seed: int | None, max_examples: int | None = None) -> list[list[int]]:
     """Group example indices into batches of similar length whose padded size
-    (examples x longest side) stays within max_tokens. With a seed, lengths are broken into
-    ties randomly and the batch order is shuffled: the same seed gives the same batches."""
+    (examples x longest side) stays within max_tokens, and of at most max_examples. With a
+    seed, lengths are broken into ties randomly and the batch order is shuffled: the same seed
+    gives the same batches."""
     rng = random.Random(seed)
     tie_break = [rng.random() for _ in lengths] if seed is not None else [0.0] * len(lengths)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i][0], lengths[i][1], tie_break[i]))
@@ -32,7 +33,7 @@ def token_batches(lengths: list[tuple[int, int]], max_tokens: int, seed: int | N
     longest = 0
     for index in order:
         longest_with = max(longest, *lengths[index])
-        if current and longest_with * (len(current) + 1) > max_tokens:
+        if current and (longest_with * (len(current) + 1) > max_tokens or len(current) == max_examples):
             batches.append(current)
             current, longest_with = [], max(lengths[index])
         current.append(index)
@@ -71,13 +72,14 @@ def search_batches(
     special: SpecialIds,
     options: SearchOptions,
     max_batch_tokens: int,
+    max_batch_size: int | None = None,
 ) -> list[list[Hypothesis]]:
     """N-best lists for token-id sources (each ending in eos), in input order. `start` encodes a
     padded (B, S) batch and returns its decoder. Batches are sorted by length and sized by
-    rows x longest source, beams counted as rows."""
+    rows x longest source, beams counted as rows, and hold at most max_batch_size sentences."""
     lengths = [(len(s) * options.beam_size, len(s) * options.beam_size) for s in sources]
     results: list[list[Hypothesis]] = [[] for _ in sources]
-    for indices in token_batches(lengths, max_batch_tokens, seed=None):
+    for indices in token_batches(lengths, max_batch_tokens, seed=None, max_examples=max_batch_size):
         search = make_search(options, len(indices), special)
         nbest = run_to_completion(lambda batch: start(pad_ids(batch, special.pad)), search, [sources[i] for i in indices])
         for index, hypotheses in zip(indices, nbest):

@@ -39,11 +39,12 @@ class TranslationHypothesis:
 
 
 class Translator:
-    def __init__(self, model: OnnxSeq2Seq, spec: ModelSpec, tokenizer: Tokenizer, max_batch_tokens: int = 4000) -> None:
+    def __init__(self, model: OnnxSeq2Seq, spec: ModelSpec, tokenizer: Tokenizer, max_batch_tokens: int = 4000, max_batch_size: int | None = None) -> None:
         self.model = model
         self.spec = spec
         self.tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size  # sentences per batch; None: bounded by tokens only
 
     @classmethod
     def from_repository(cls, version_directory: Path, variant: str = "fp32", runtime: RuntimeConfig = RuntimeConfig(), manifest: Manifest | None = None) -> Translator:
@@ -68,7 +69,7 @@ class Translator:
         return self.tokenizer.encode_batch(texts)
 
     def translate_ids(self, sources: list[list[int]], options: SearchOptions) -> list[list[TranslationHypothesis]]:
-        nbest = search_batches(sources, self.model.start, self.spec.special_ids, options, self.max_batch_tokens)
+        nbest = search_batches(sources, self.model.start, self.spec.special_ids, options, self.max_batch_tokens, self.max_batch_size)
         texts = self.tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses])
         results, position = [], 0
         for hypotheses in nbest:

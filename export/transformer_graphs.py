@@ -41,7 +41,7 @@ def _position_table(config: TransformerConfig, weights: Weights) -> np.ndarray:
 
 
 class _TransformerGraph:
-    def __init__(self, spec: ModelSpec, weights: Weights, name: str) -> None:
+    def __init__(self, spec: ModelSpec, weights: Weights, name: str, rows_only: bool = False) -> None:
         assert isinstance(spec.config, TransformerConfig)
         self.spec = spec
         self.config: TransformerConfig = spec.config
@@ -49,6 +49,19 @@ class _TransformerGraph:
         self.g = GraphBuilder(name)
         self.heads = self.config.n_heads
         self.head_dim = self.config.d_model // self.config.n_heads
+        # A decoder step computes one position per row: its activations are (B, D) matrices,
+        # so ONNX Runtime fuses each MatMul with its bias into one Gemm (it does not for
+        # (B, 1, D)); only MultiHeadAttention sees them as sequences of length one.
+        self.rows_only = rows_only
+        self.axis_one = self.g.constant("axis_one", np.array([1], np.int64)) if self.rows_only else ""
+
+    def as_sequence(self, rows: str) -> str:
+        """(B, D) -> (B, 1, D)."""
+        return self.g.op("Unsqueeze", [rows, self.axis_one])
+
+    def as_rows(self, sequence: str) -> str:
+        """(B, 1, D) -> (B, D)."""
+        return self.g.op("Squeeze", [sequence, self.axis_one])
 
     def w(self, name: str) -> np.ndarray:
         return self.weights[name]
@@ -83,11 +96,15 @@ class _TransformerGraph:
         return g.linear(hidden, self.w(f"{prefix}.linear_out.weight"), self.w(f"{prefix}.linear_out.bias"), f"{prefix}.linear_out")
 
     def qkv(self, x: str, prefix: str) -> list[str]:
-        """One MatMul for the three projections of self-attention, then split."""
+        """One MatMul for the three projections of self-attention, then split into the (B, L, D)
+        query, key and value that MultiHeadAttention takes; a decoder step's rows (B, D) become
+        sequences of one."""
         g = self.g
         weight = np.concatenate([self.w(f"{prefix}.{p}_proj.weight") for p in "qkv"], axis=0)
         bias = np.concatenate([self.w(f"{prefix}.{p}_proj.bias") for p in "qkv"], axis=0)
         packed = g.linear(x, weight, bias, f"{prefix}.qkv_proj")
+        if self.rows_only:
+            packed = self.as_sequence(packed)
         return g.op("Split", [packed, g.constant(g.fresh("qkv_split"), np.array([self.config.d_model] * 3, np.int64))], axis=-1, outputs=3)
 
     def attention_output(self, attended: str, prefix: str) -> str:
@@ -141,7 +158,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     (B, past + 1), encoder_attention_mask, the cross-attention keys/values and the
     self-attention cache past_key_values.{i}.decoder.key|value (B, H, past_decoder_sequence_length, Dh)
     -> log_probs (B, V) and present.{i}.decoder.key|value, one position longer."""
-    t = _TransformerGraph(spec, weights, "decoder_step")
+    t = _TransformerGraph(spec, weights, "decoder_step", rows_only=True)
     g, config = t.g, t.config
     ids = g.input(DECODER_INPUT_IDS, INT64, ["batch_size", 1])
     positions = g.input(POSITION_IDS, INT64, ["batch_size", 1])
@@ -161,11 +178,11 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
         )
     if config.tie_embeddings:
         output_weight = g.constant("output_proj.weight", t.w("src_embed.weight").T)
-        token_vectors = g.tied_embedding(ids, output_weight)
+        token_vectors = g.tied_embedding(t.as_rows(ids), output_weight)
     else:
         output_weight = g.constant("output_proj.weight", t.w("output_proj.weight").T)
-        token_vectors = g.op("Gather", [g.constant("tgt_embed.weight", t.w("tgt_embed.weight")), ids])
-    x = t.embed(token_vectors, g.op("Gather", [t.position_table(), positions]))
+        token_vectors = g.op("Gather", [g.constant("tgt_embed.weight", t.w("tgt_embed.weight")), t.as_rows(ids)])
+    x = t.embed(token_vectors, g.op("Gather", [t.position_table(), t.as_rows(positions)]))  # (B, D)
     presents: list[tuple[str, str]] = []
     for i, (key_cache, value_cache, keys, values) in enumerate(caches):
         prefix = f"decoder_layers.{i}"
@@ -176,19 +193,18 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
                 "MultiHeadAttention", [q, k, v, "", self_mask, "", key_cache, value_cache], domain=MICROSOFT_DOMAIN, num_heads=t.heads, outputs=3
             )
             presents.append((new_keys, new_values))
-            return t.attention_output(attended, f"{prefix}.self_attn")
+            return t.attention_output(t.as_rows(attended), f"{prefix}.self_attn")
 
         def cross_attention(y: str, prefix: str = prefix, keys: str = keys, values: str = values) -> str:
             q = g.linear(y, t.w(f"{prefix}.cross_attn.q_proj.weight"), t.w(f"{prefix}.cross_attn.q_proj.bias"), f"{prefix}.cross_attn.q_proj")
-            attended = g.op("MultiHeadAttention", [q, keys, values, "", mask], domain=MICROSOFT_DOMAIN, num_heads=t.heads)
-            return t.attention_output(attended, f"{prefix}.cross_attn")
+            attended = g.op("MultiHeadAttention", [t.as_sequence(q), keys, values, "", mask], domain=MICROSOFT_DOMAIN, num_heads=t.heads)
+            return t.attention_output(t.as_rows(attended), f"{prefix}.cross_attn")
 
         x = t.sublayer(x, f"{prefix}.self_sublayer", self_attention)
         x = t.sublayer(x, f"{prefix}.cross_sublayer", cross_attention)
         x = t.sublayer(x, f"{prefix}.ff_sublayer", lambda y, prefix=prefix: t.feed_forward(y, f"{prefix}.feed_forward"))
     x = t.final_norm(x, "decoder_norm")
-    squeezed = g.op("Squeeze", [x, g.constant("axis_one", np.array([1], np.int64))])
-    logits = g.op("MatMul", [squeezed, output_weight])
+    logits = g.op("MatMul", [x, output_weight])
     g.output(g.op("LogSoftmax", [logits], axis=-1), LOG_PROBS, FLOAT, ["batch_size", config.vocab_size])
     present_shape = ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
     for i, (new_keys, new_values) in enumerate(presents):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
@@ -31,14 +33,17 @@ def write_variant(recipe: VariantRecipe, fp32_path: Path, output_path: Path) -> 
         # per batch: no calibration data needed. The embedding tables are most of the bytes
         # (measured on the Transformer: 23 MB with MatMuls alone, 8.6 MB with the Gathers too).
         # Shape inference stops at contrib ops (MultiHeadAttention): their outputs are float.
+        folded = output_path.with_suffix(".folded.onnx")
+        onnx.save(fold_constant_transposes(onnx.load(fp32_path)), folded)
         quantize_dynamic(
-            fp32_path,
+            folded,
             output_path,
             op_types_to_quantize=["MatMul", "Gather"],
             weight_type=QuantType.QInt8,
             per_channel=True,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
+        folded.unlink()
     elif recipe.name == "fp16":
         # Inputs and outputs stay fp32 so one decoding loop serves every variant; the casts sit
         # at the graph edges.
@@ -47,3 +52,20 @@ def write_variant(recipe: VariantRecipe, fp32_path: Path, output_path: Path) -> 
         onnx.save(model.model, output_path)
     else:
         raise ValueError(f"no recipe for variant {recipe.name!r}")
+
+
+def fold_constant_transposes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Transposes of weights become weights. A tied embedding is stored once and read through a
+    Transpose that ONNX Runtime folds at load; the quantizer only quantizes nodes whose weights
+    are initializers, so without this the embedding would stay fp32 in the int8 graph."""
+    graph = model.graph
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    for node in [n for n in graph.node if n.op_type == "Transpose" and n.input[0] in weights]:
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        array = np.transpose(numpy_helper.to_array(weights[node.input[0]]), perm)
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), node.output[0]))
+        graph.node.remove(node)
+    used = {name for n in graph.node for name in n.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)
+    return model

@@ -5,7 +5,10 @@ Two policies, same worker:
 - dynamic: wait up to max_queue_delay for the queue to fill a batch (sentences of similar
   length), decode it to the end, then form the next;
 - inflight: between two decoder steps, queued sentences are encoded and join the running batch,
-  and finished ones leave it, so a long sentence never holds the others back."""
+  and finished ones leave it, so a long sentence never holds the others back.
+
+With several workers, each decodes its own batch from the shared queue (ONNX Runtime sessions
+may be run from several threads at once)."""
 
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class BatcherConfig:
     max_batch_tokens: int = 6144
     max_queue_delay_seconds: float = 0.002
     max_queue_size: int = 2048
+    workers: int = 1
 
 
 @dataclass(eq=False)
@@ -75,6 +79,15 @@ class WorkItem:
         return max(len(s) for s in self.sources)
 
 
+@dataclass(eq=False)
+class Lane:
+    """One worker thread's running batch and the requests in it."""
+
+    batch: RunningBatch
+    running: list[WorkItem] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+
 class Batcher:
     def __init__(
         self,
@@ -87,8 +100,7 @@ class Batcher:
         self.model = model
         self.special = special
         self.config = config
-        self.batch = RunningBatch(self._timed_start(start))
-        self.running: list[WorkItem] = []
+        self.lanes = [Lane(RunningBatch(self._timed_start(start))) for _ in range(config.workers)]
         self.queue: deque[WorkItem] = deque()
         self.queued_sentences = 0
         self.condition = threading.Condition()
@@ -105,8 +117,9 @@ class Batcher:
         self.step_seconds = metrics.compute.labels(model=model, phase="decode_step")
         self.step_rows = metrics.batch_sentences.labels(model=model, phase="decode_step")
         self.generated_tokens = metrics.generated_tokens.labels(model=model)
-        self.thread = threading.Thread(target=self._work, name=f"batcher-{model}", daemon=True)
-        self.thread.start()
+        for number, lane in enumerate(self.lanes):
+            lane.thread = threading.Thread(target=self._work, args=(lane,), name=f"batcher-{model}-{number}", daemon=True)
+            lane.thread.start()
 
     def _timed_start(self, start: Callable[[list[list[int]]], IncrementalDecoder]) -> Callable[[list[list[int]]], IncrementalDecoder]:
         def encode(sources: list[list[int]]) -> IncrementalDecoder:
@@ -135,7 +148,7 @@ class Batcher:
             self.queue.append(item)
             self.queued_sentences += item.sentences
             self.queue_depth.set(self.queued_sentences)
-            self.condition.notify()
+            self.condition.notify_all()
         return item
 
     def cancel(self, item: WorkItem) -> None:
@@ -146,43 +159,47 @@ class Batcher:
                 self.queue.remove(item)
                 self.queued_sentences -= item.sentences
                 self.queue_depth.set(self.queued_sentences)
-            self.condition.notify()
+            self.condition.notify_all()
 
     def close(self) -> None:
         """Finish everything submitted so far, then end the worker (a newer version took over)."""
         with self.condition:
             self.closing = True
-            self.condition.notify()
-        self.thread.join()
+            self.condition.notify_all()
+        self._join()
 
     def stop(self) -> None:
         """Fail what is still queued or running with UNAVAILABLE and end the worker."""
         with self.condition:
             self.stopping = True
-            self.condition.notify()
-        self.thread.join()
+            self.condition.notify_all()
+        self._join()
+
+    def _join(self) -> None:
+        for lane in self.lanes:
+            lane.thread.join()
 
     # -- the worker thread ------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, lane: Lane) -> None:
         while True:
-            newcomers = self._take()
+            newcomers = self._take(lane)
             if newcomers is None:
                 break
             if newcomers:
-                self._admit(newcomers)
-            self._drop_cancelled()
-            if self.running:
-                self._step()
-        for item in self.running:
+                self._admit(lane, newcomers)
+            self._drop_cancelled(lane)
+            if lane.running:
+                self._step(lane)
+        for item in lane.running:
             _fail(item, Unavailable(f"model {self.model} shut down before this request finished"))
-        self.running.clear()
-        self.inflight.set(0)
+        lane.running.clear()
+        self._count_inflight()
 
-    def _take(self) -> list[WorkItem] | None:
-        """The items that start now; None once stopping."""
+    def _take(self, lane: Lane) -> list[WorkItem] | None:
+        """The items that start now in this lane; None once stopping."""
         with self.condition:
-            if self.running and (self.config.policy == "dynamic" or not self.queue or self.batch.size > (1 - ADMIT_WHEN_FREE) * self.config.max_batch_size):
+            if lane.running and (self.config.policy == "dynamic" or not self.queue or lane.batch.size > (1 - ADMIT_WHEN_FREE) * self.config.max_batch_size):
                 return [] if not self.stopping else None
             while not self.queue and not self.stopping and not self.closing:
                 self.condition.wait()
@@ -192,11 +209,13 @@ class Batcher:
                 self.queue_depth.set(0)
                 return None
             if not self.queue:  # closing, and everything submitted is answered
-                return [] if self.running else None
+                return [] if lane.running else None
         if self.config.policy == "dynamic":
             self._wait_to_fill()
         with self.condition:
-            taken = self._pick() if self.config.policy == "dynamic" else self._pick_in_order()
+            if not self.queue:  # another lane took it while this one waited
+                return []
+            taken = self._pick() if self.config.policy == "dynamic" else self._pick_in_order(lane)
             for item in taken:
                 self.queue.remove(item)
                 self.queued_sentences -= item.sentences
@@ -216,11 +235,11 @@ class Batcher:
         rows, longest = rows + item.rows, max(longest, item.longest_source)
         return rows <= self.config.max_batch_size and rows * longest <= self.config.max_batch_tokens
 
-    def _pick_in_order(self) -> list[WorkItem]:
-        """In-flight: the oldest items that fit beside the running batch. An item larger than a
-        whole batch still runs, alone."""
-        rows = sum(item.rows for item in self.running)
-        longest = max((item.longest_source for item in self.running), default=0)
+    def _pick_in_order(self, lane: Lane) -> list[WorkItem]:
+        """In-flight: the oldest items that fit beside the lane's running batch. An item larger
+        than a whole batch still runs, alone."""
+        rows = sum(item.rows for item in lane.running)
+        longest = max((item.longest_source for item in lane.running), default=0)
         taken: list[WorkItem] = []
         for item in self.queue:
             if not self._fits(rows, longest, item):
@@ -243,7 +262,7 @@ class Batcher:
                 rows, longest = rows + item.rows, max(longest, item.longest_source)
         return taken
 
-    def _admit(self, items: list[WorkItem]) -> None:
+    def _admit(self, lane: Lane, items: list[WorkItem]) -> None:
         now = time.monotonic()
         live = [item for item in items if not item.cancelled]
         if not live:
@@ -268,49 +287,49 @@ class Batcher:
                 sources += item.sources
             searches.append(shared)
         try:
-            self.batch.admit(searches, sources)
+            lane.batch.admit(searches, sources)
         except Exception as error:  # the encoder failed: only the newcomers are affected
             log.exception("model %s: encoding %d sentences failed", self.model, sum(item.sentences for item in live))
             self.failures.inc()
             for item in live:
                 _fail(item, DecodeFailed(f"model {self.model} failed to encode this request's batch: {error}"))
             return
-        self.running += live
+        lane.running += live
         self._count_inflight()
 
     def _count_inflight(self) -> None:
-        self.inflight.set(sum(item.sentences for item in self.running))
+        self.inflight.set(sum(item.sentences for lane in self.lanes for item in lane.running))
 
-    def _drop_cancelled(self) -> None:
-        for item in [item for item in self.running if item.cancelled]:
+    def _drop_cancelled(self, lane: Lane) -> None:
+        for item in [item for item in lane.running if item.cancelled]:
             if isinstance(item.search, GreedySearch):  # shared: only its sentences' rows leave
                 item.search.cancel(*item.in_search)
             else:
-                self.batch.remove(item.search)
-            self.running.remove(item)
+                lane.batch.remove(item.search)
+            lane.running.remove(item)
             self._count_inflight()
 
-    def _step(self) -> None:
-        rows = self.batch.size
+    def _step(self, lane: Lane) -> None:
+        rows = lane.batch.size
         began = time.perf_counter()
         try:
-            finished = self.batch.step()
+            finished = lane.batch.step()
         except Exception as error:  # the runtime failed on this batch: fail it, keep serving
             log.exception("model %s: decoder step on %d rows failed", self.model, rows)
             self.failures.inc()
-            for item in self.running:
+            for item in lane.running:
                 _fail(item, DecodeFailed(f"model {self.model} failed on the batch holding this request: {error}"))
-            self.running.clear()
-            self.batch = RunningBatch(self.batch.start)
-            self.inflight.set(0)
+            lane.running.clear()
+            lane.batch = RunningBatch(lane.batch.start)
+            self._count_inflight()
             return
         self.step_seconds.observe(time.perf_counter() - began)
         self.step_rows.observe(rows)
         self.generated_tokens.inc(rows)
         done = {id(search) for search in finished}
-        answered = [item for item in self.running if id(item.search) in done or _sentences_finished(item)]
+        answered = [item for item in lane.running if id(item.search) in done or _sentences_finished(item)]
         for item in answered:
-            self.running.remove(item)
+            lane.running.remove(item)
             if not item.future.done():
                 item.future.set_result(item.search.results(*item.in_search))
         if answered:

@@ -56,6 +56,7 @@ def batcher_config(config: ServerConfig) -> BatcherConfig:
         max_batch_tokens=config.max_batch_tokens,
         max_queue_delay_seconds=config.max_queue_delay_microseconds / 1e6,
         max_queue_size=config.max_queue_size,
+        workers=config.decode_workers,
     )
 
 

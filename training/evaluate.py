@@ -45,6 +45,7 @@ def translate(
     length_penalty: float = 1.0,
     max_batch_tokens: int = 4000,
     device: str | torch.device = "cpu",
+    max_batch_size: int | None = None,
 ) -> list[str]:
     """Translate raw sentences, batched by length; beam_size 1 is greedy search."""
     model.eval()
@@ -54,5 +55,5 @@ def translate(
     def start(batch: np.ndarray) -> TorchIncrementalDecoder:
         return TorchIncrementalDecoder(model, torch.from_numpy(batch).to(device))
 
-    nbest = search_batches(sources, start, spec.special_ids, options, max_batch_tokens)
+    nbest = search_batches(sources, start, spec.special_ids, options, max_batch_tokens, max_batch_size)
     return tokenizer.decode_batch([hypotheses[0].tokens for hypotheses in nbest])

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_benchmark_smoke_run_writes_its_table_and_plots() -> None:
-    result = subprocess.run([sys.executable, "-m", "bench", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--threads", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     written = Path(re.search(r"wrote (\S+BENCHMARKS\.md)", result.stderr).group(1))
     report = written.read_text()
@@ -20,6 +20,10 @@ def test_benchmark_smoke_run_writes_its_table_and_plots() -> None:
         assert f"| {engine} |" in report
     assert (written.parent / "bench-transformer-en-de.png").stat().st_size > 10_000
     assert "fraction of peak" in report
+    # both thread layouts: one batch on both threads, and two batches at once (two workers)
+    for layout in ("1x2", "2x1"):
+        assert f"| server | transformer-en-de | dynamic | {layout} |" in report
+        assert f"| ctranslate2 | transformer-en-de | float32 | {layout} |" in report
     # CTranslate2 runs our converted weights: greedy float32 gives our fp32 translations
     ctranslate2_row = next(line for line in report.splitlines() if line.startswith("| ctranslate2 | transformer-en-de | float32"))
     assert ctranslate2_row.rstrip().endswith("| 100.0% |")

@@ -131,6 +131,14 @@ def test_every_flag_can_be_set_by_environment_and_flags_win() -> None:
     assert parse_config(["--max-batch-size", "9"], environ={"NMT_MAX_BATCH_SIZE": "7"}).max_batch_size == 9
 
 
+@pytest.mark.parametrize("flag", ["--decode-workers", "--max-batch-size"])
+def test_a_count_below_one_is_refused_naming_the_flag(flag: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config([flag, "0"], environ={})
+    assert exit_info.value.code == 2
+    assert f"{flag} (env NMT_{flag[2:].upper().replace('-', '_')}) must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_generated_grpc_code_is_current(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'protos'}", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", "nmt/v1/translator.proto"],

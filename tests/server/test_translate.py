@@ -60,10 +60,11 @@ async def translate_concurrently(target: str, requests: list[tuple[str, list[str
         return await asyncio.gather(*calls)
 
 
-@pytest.mark.parametrize("policy", ["inflight", "dynamic"])
-def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, direct: dict, policy: str) -> None:
+@pytest.mark.parametrize("policy, workers", [("inflight", 1), ("dynamic", 1), ("inflight", 2), ("dynamic", 2)])
+def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, direct: dict, policy: str, workers: int) -> None:
     """64 clients at once, of both models, greedy and beam, one or several sentences: batching
-    (of either policy) changes no answer."""
+    (of either policy, by one worker or by two sharing the queue and the sessions) changes no
+    answer."""
     texts = TEST_SENTENCES[100:164]
     requests = []
     for index, text in enumerate(texts):
@@ -71,7 +72,7 @@ def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, 
         batch = [text] if index % 3 else texts[index : index + 3]
         options = pb.DecodingOptions(beam_size=2) if index % 5 == 0 else None
         requests.append((model, batch, options))
-    running = start_server(tmp_path, "--batching", policy, "--max-batch-size", "16")
+    running = start_server(tmp_path, "--batching", policy, "--max-batch-size", "16", "--decode-workers", str(workers), "--intra-op-threads", str(3 - workers))
     try:
         responses = asyncio.run(translate_concurrently(running.target, requests))
     finally:
