@@ -39,6 +39,9 @@ class RuntimeConfig:
     # the largest batch instead of doubling past it.
     cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
     cuda_memory_limit_bytes: int = 0  # 0: no limit
+    # ONNX Runtime's own profiler: a JSON trace per session, named with this prefix
+    # (InferenceSession.end_profiling() writes it); empty: off.
+    profile_prefix: str = ""
 
 
 def choose_providers(config: RuntimeConfig) -> list[str | tuple[str, dict[str, str]]]:
@@ -64,6 +67,9 @@ def create_session(path: str, config: RuntimeConfig) -> ort.InferenceSession:
     options.inter_op_num_threads = config.inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.spin_wait else "0")
+    if config.profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = config.profile_prefix
     session = ort.InferenceSession(path, options, providers=choose_providers(config))
     log.info("loaded %s on %s", path, session.get_providers()[0])
     return session

@@ -12,6 +12,7 @@ may be run from several threads at once)."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -182,6 +183,7 @@ class Batcher:
     # -- the worker thread ------------------------------------------------------------------
 
     def _work(self, lane: Lane) -> None:
+        _name_native_thread(f"nmt-decode-{self.lanes.index(lane)}")
         while True:
             newcomers = self._take(lane)
             if newcomers is None:
@@ -339,6 +341,15 @@ class Batcher:
 def _sentences_finished(item: WorkItem) -> bool:
     """A request in a shared greedy search is answered as soon as its own sentences are done."""
     return isinstance(item.search, GreedySearch) and bool(item.search.finished[item.first : item.first + item.sentences].all())
+
+
+def _name_native_thread(name: str) -> None:
+    """The name `top -H` and /proc/<pid>/task/<tid>/comm show (Python threads have none of
+    their own), so the CPU time of each decode worker can be told apart (python -m bench.profile)."""
+    try:
+        ctypes.CDLL(None).prctl(15, name.encode()[:15])  # PR_SET_NAME, Linux only
+    except (OSError, AttributeError):
+        pass
 
 
 def _fail(item: WorkItem, error: Exception) -> None:

@@ -30,3 +30,14 @@ def test_benchmark_smoke_run_writes_its_table_and_plots() -> None:
     for line in report.splitlines():
         if line.startswith(("| server |", "| pytorch |")) or "| onnx | transformer-en-de | fp32" in line:
             assert line.rstrip().endswith("| 100.0% |"), line
+
+
+def test_profile_reports_operators_and_the_server_threads() -> None:
+    command = [sys.executable, "-m", "bench.profile", "--sentences", "40", "--clients", "8", "--layout", "2x1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = result.stdout
+    assert re.search(r"\| decoder step \| MatMul \| \d+\.\d+ \|", report) and "| encoder | MultiHeadAttention |" in report
+    # the two decode workers carry their own names, and the event loop is told apart from them
+    for thread in ("nmt-decode-0", "nmt-decode-1", "main thread (asyncio event loop"):
+        assert f"| {thread}" in report, report

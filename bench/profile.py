@@ -1,0 +1,107 @@
+"""Where the time goes: ONNX Runtime's kernel time per operator in our decoding module
+in-process, and the server's CPU time per thread under load (decode workers against the event
+loop that runs gRPC, protobuf and tokenization).
+
+    python -m bench.profile --model transformer-en-de --layout 2x1 --clients 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.engines import ROOT, Layout, ServerProcess, free_port
+from bench.load import run_load
+
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def operator_times(model: str, texts: list[str], threads: int, max_batch_size: int, scratch: Path) -> dict[str, collections.Counter]:
+    """Kernel seconds per operator type, for the encoder and the decoder step, translating
+    `texts` in batches of max_batch_size sentences."""
+    from decoding.runtime import RuntimeConfig
+    from decoding.translator import Translator
+
+    runtime = RuntimeConfig(device="cpu", intra_op_threads=threads, profile_prefix=str(scratch / "ort"))
+    translator = Translator.from_repository(ROOT / "models" / model / "1", "fp32", runtime)
+    translator.max_batch_size, translator.max_batch_tokens = max_batch_size, max_batch_size * translator.spec.max_source_length
+    translator.translate(texts)
+    times = {}
+    for graph, session in (("encoder", translator.model.encoder), ("decoder step", translator.model.decoder)):
+        kernels: collections.Counter = collections.Counter()
+        for event in json.loads(Path(session.end_profiling()).read_text()):
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                kernels[event["args"]["op_name"]] += event["dur"] / 1e6
+        times[graph] = kernels
+    return times
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """thread id -> (its name, user + system CPU seconds so far)."""
+    threads = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        threads[int(tid)] = (stat[stat.index("(") + 1 : stat.rindex(")")], (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND)
+    return threads
+
+
+def server_threads(model: str, texts: list[str], layout: Layout, clients: int, scratch: Path) -> tuple[float, list[tuple[str, float]]]:
+    """Wall seconds of one load run, and the CPU seconds each server thread spent in it."""
+    with ServerProcess(model, "dynamic", layout, free_port(), scratch / "server.log", []) as server:
+        asyncio.run(run_load(server.target, texts[:200], clients))  # warm-up
+        pid = server.process.pid
+        before = thread_cpu_seconds(pid)
+        result = asyncio.run(run_load(server.target, texts, clients))
+        after = thread_cpu_seconds(pid)
+    spent = []
+    for tid, (name, seconds) in after.items():
+        label = "main thread (asyncio event loop: gRPC, protobuf, tokenization)" if tid == pid else name
+        spent.append((label, seconds - before.get(tid, (name, 0.0))[1]))
+    spent.sort(key=lambda entry: -entry[1])
+    return result.seconds, spent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default="transformer-en-de")
+    parser.add_argument("--sentences", type=int, default=1000, help="first N of data/multi30k/test2016.en")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the in-process operator profile")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="sentences per batch, in-process and in the server")
+    parser.add_argument("--layout", type=Layout.parse, default=Layout(2, 1), help="the server's decode workers x ONNX Runtime threads")
+    parser.add_argument("--clients", type=int, default=256, help="concurrent clients of the load run")
+    args = parser.parse_args(argv)
+    texts = (ROOT / "data" / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
+    with tempfile.TemporaryDirectory() as directory:
+        scratch = Path(directory)
+        print(f"[{time.strftime('%H:%M:%S')}] ONNX Runtime profile, {len(texts)} sentences in-process ...", file=sys.stderr, flush=True)
+        times = operator_times(args.model, texts, args.threads, args.max_batch_size, scratch)
+        print(f"[{time.strftime('%H:%M:%S')}] server ({args.layout}) under {args.clients} clients ...", file=sys.stderr, flush=True)
+        wall, threads = server_threads(args.model, texts, args.layout, args.clients, scratch)
+    total = sum(sum(kernels.values()) for kernels in times.values())
+    print(f"## ONNX Runtime kernel time, {args.model}, {len(texts)} sentences in batches of {args.max_batch_size}, {args.threads} thread(s)\n")
+    print("| graph | operator | seconds | share of all kernel time |\n|---|---|---:|---:|")
+    for graph, kernels in times.items():
+        for operator, seconds in kernels.most_common():
+            if seconds / total >= 0.005:
+                print(f"| {graph} | {operator} | {seconds:.3f} | {seconds / total:.1%} |")
+    print(f"\n## Server CPU per thread, {len(texts)} sentences, {args.clients} clients, {args.layout} workers x threads: {wall:.2f} s of wall time\n")
+    print("| thread | CPU seconds | per sentence |\n|---|---:|---:|")
+    for label, seconds in threads:
+        if seconds >= 0.01:
+            print(f"| {label} | {seconds:.2f} | {1000 * seconds / len(texts):.2f} ms |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
