@@ -68,7 +68,10 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
     device = translator.model.decoder.get_providers()[0]
     special = manifest.spec.special_ids
     batcher = Batcher(manifest.name, lambda sources: translator.model.start(pad_ids(sources, special.pad)), special, batcher_config(config), metrics)
-    log.info("loaded model %s version %s: %s variant on %s (%s batching)", manifest.name, manifest.version, variant, device, config.batching)
+    log.info(
+        "loaded model %s version %s: %s variant on %s (%s batching, %d decode worker(s) x %s ONNX Runtime thread(s))",
+        manifest.name, manifest.version, variant, device, config.batching, config.decode_workers, config.intra_op_threads or "default",
+    )  # fmt: skip
     metrics.model_info.labels(model=manifest.name, version=manifest.version, variant=variant, architecture=manifest.spec.architecture, device=device).set(1)
     return ServedModel(manifest.name, manifest.version, manifest, translator, variant, device, batcher)
 
