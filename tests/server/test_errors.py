@@ -83,11 +83,14 @@ def test_a_full_queue_refuses_with_resource_exhausted_and_loses_no_accepted_requ
 
 
 def test_expired_deadlines_and_cancelled_calls_are_dropped_from_queue_and_batch(server: RunningServer, direct: dict) -> None:
-    heavy = pb.TranslateRequest(texts=TEST_SENTENCES[400:464], options=Options(beam_size=8))
+    # Several seconds of work. The deadline is long enough for the request to reach the handler
+    # and the queue on a busy machine (a deadline that passes before it does is answered by gRPC
+    # alone, and the server never sees the request), and far shorter than the work.
+    heavy = pb.TranslateRequest(texts=TEST_SENTENCES[400:528], options=Options(beam_size=8))
     with grpc.insecure_channel(server.target) as channel:
         stub = translator_pb2_grpc.TranslatorStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            stub.Translate(heavy, timeout=0.3)
+            stub.Translate(heavy, timeout=1.0)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         cancelled = stub.Translate.future(heavy, timeout=60)
         time.sleep(0.2)
