@@ -11,8 +11,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.load import percentile, run_load
+
+if TYPE_CHECKING:
+    from decoding.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,12 +91,20 @@ def ctranslate2_greedy(model_directory: Path, tokenizer_file: Path, texts: list[
     return Measurement("ctranslate2", model_name, compute_type, 0, time.perf_counter() - began, translations, layout=str(layout))
 
 
-def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str, max_batch_size: int) -> Measurement:
+def in_process_translator(version_directory: Path, variant: str, threads: int, max_batch_size: int, profile_prefix: str = "") -> Translator:
+    """Our decoding module on the CPU, in batches of max_batch_size sentences (as CTranslate2's:
+    not bounded by tokens as well)."""
     from decoding.runtime import RuntimeConfig
     from decoding.translator import Translator
 
-    translator = Translator.from_repository(version_directory, variant, RuntimeConfig(device="cpu", intra_op_threads=threads))
+    runtime = RuntimeConfig(device="cpu", intra_op_threads=threads, profile_prefix=profile_prefix)
+    translator = Translator.from_repository(version_directory, variant, runtime)
     translator.max_batch_size, translator.max_batch_tokens = max_batch_size, max_batch_size * translator.spec.max_source_length
+    return translator
+
+
+def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str, max_batch_size: int) -> Measurement:
+    translator = in_process_translator(version_directory, variant, threads, max_batch_size)
     translator.translate(texts[:8])
     began = time.perf_counter()
     translations = translator.translate(texts)

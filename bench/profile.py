@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.engines import ROOT, Layout, ServerProcess, free_port
+from bench.engines import ROOT, Layout, ServerProcess, free_port, in_process_translator
 from bench.load import run_load
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
@@ -26,12 +26,7 @@ TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 def operator_times(model: str, texts: list[str], threads: int, max_batch_size: int, scratch: Path) -> dict[str, collections.Counter]:
     """Kernel seconds per operator type, for the encoder and the decoder step, translating
     `texts` in batches of max_batch_size sentences."""
-    from decoding.runtime import RuntimeConfig
-    from decoding.translator import Translator
-
-    runtime = RuntimeConfig(device="cpu", intra_op_threads=threads, profile_prefix=str(scratch / "ort"))
-    translator = Translator.from_repository(ROOT / "models" / model / "1", "fp32", runtime)
-    translator.max_batch_size, translator.max_batch_tokens = max_batch_size, max_batch_size * translator.spec.max_source_length
+    translator = in_process_translator(ROOT / "models" / model / "1", "fp32", threads, max_batch_size, profile_prefix=str(scratch / "ort"))
     translator.translate(texts)
     times = {}
     for graph, session in (("encoder", translator.model.encoder), ("decoder step", translator.model.decoder)):

@@ -33,17 +33,14 @@ def write_variant(recipe: VariantRecipe, fp32_path: Path, output_path: Path) -> 
         # per batch: no calibration data needed. The embedding tables are most of the bytes
         # (measured on the Transformer: 23 MB with MatMuls alone, 8.6 MB with the Gathers too).
         # Shape inference stops at contrib ops (MultiHeadAttention): their outputs are float.
-        folded = output_path.with_suffix(".folded.onnx")
-        onnx.save(fold_constant_transposes(onnx.load(fp32_path)), folded)
         quantize_dynamic(
-            folded,
+            fold_constant_transposes(onnx.load(fp32_path)),
             output_path,
             op_types_to_quantize=["MatMul", "Gather"],
             weight_type=QuantType.QInt8,
             per_channel=True,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-        folded.unlink()
     elif recipe.name == "fp16":
         # Inputs and outputs stay fp32 so one decoding loop serves every variant; the casts sit
         # at the graph edges.
