@@ -59,7 +59,9 @@ class Measurement:
         return percentile(self.latencies, fraction) if self.latencies else None
 
 
-def pytorch_greedy(checkpoint: Path, texts: list[str], threads: int, model_name: str, max_batch_size: int) -> Measurement:
+def pytorch_greedy(
+    checkpoint: Path, texts: list[str], threads: int, model_name: str, max_batch_size: int, device: str = "cpu", precision: str = "fp32", where: str | None = None
+) -> Measurement:
     import torch
 
     from nmt_spec import Tokenizer
@@ -67,13 +69,20 @@ def pytorch_greedy(checkpoint: Path, texts: list[str], threads: int, model_name:
     from training.evaluate import translate
 
     torch.set_num_threads(threads)
-    spec, model, _ = load_model(checkpoint)
+    spec, model, _ = load_model(checkpoint, device)
+    if precision == "fp16":
+        model = model.half()
     tokenizer = Tokenizer(checkpoint.parent / spec.tokenizer_file, spec.special_ids)
-    translate(model, tokenizer, spec, texts[:8])  # warm-up
+
+    def run(batch: list[str]) -> list[str]:
+        # batches of max_batch_size sentences, as CTranslate2's: not bounded by tokens as well
+        return translate(model, tokenizer, spec, batch, max_batch_tokens=max_batch_size * spec.max_source_length, device=device, max_batch_size=max_batch_size)
+
+    run(texts[: 2 * max_batch_size])  # warm-up
     began = time.perf_counter()
-    # batches of max_batch_size sentences, as CTranslate2's: not bounded by tokens as well
-    translations = translate(model, tokenizer, spec, texts, max_batch_tokens=max_batch_size * spec.max_source_length, max_batch_size=max_batch_size)
-    return Measurement("pytorch", model_name, "fp32 eager", 0, time.perf_counter() - began, translations, layout=str(Layout(1, threads)))
+    translations = run(texts)
+    seconds = time.perf_counter() - began
+    return Measurement("pytorch", model_name, f"{precision} eager", 0, seconds, translations, layout=where or str(Layout(1, threads)))
 
 
 def ctranslate2_greedy(model_directory: Path, tokenizer_file: Path, texts: list[str], layout: Layout, compute_type: str, model_name: str, max_batch_size: int) -> Measurement:
@@ -91,24 +100,24 @@ def ctranslate2_greedy(model_directory: Path, tokenizer_file: Path, texts: list[
     return Measurement("ctranslate2", model_name, compute_type, 0, time.perf_counter() - began, translations, layout=str(layout))
 
 
-def in_process_translator(version_directory: Path, variant: str, threads: int, max_batch_size: int, profile_prefix: str = "") -> Translator:
-    """Our decoding module on the CPU, in batches of max_batch_size sentences (as CTranslate2's:
-    not bounded by tokens as well)."""
+def in_process_translator(version_directory: Path, variant: str, threads: int, max_batch_size: int, profile_prefix: str = "", device: str = "cpu") -> Translator:
+    """Our decoding module in batches of max_batch_size sentences (as CTranslate2's: not bounded
+    by tokens as well)."""
     from decoding.runtime import RuntimeConfig
     from decoding.translator import Translator
 
-    runtime = RuntimeConfig(device="cpu", intra_op_threads=threads, profile_prefix=profile_prefix)
+    runtime = RuntimeConfig(device=device, intra_op_threads=threads, profile_prefix=profile_prefix)
     translator = Translator.from_repository(version_directory, variant, runtime)
     translator.max_batch_size, translator.max_batch_tokens = max_batch_size, max_batch_size * translator.spec.max_source_length
     return translator
 
 
-def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str, max_batch_size: int) -> Measurement:
-    translator = in_process_translator(version_directory, variant, threads, max_batch_size)
-    translator.translate(texts[:8])
+def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str, max_batch_size: int, device: str = "cpu", where: str | None = None) -> Measurement:
+    translator = in_process_translator(version_directory, variant, threads, max_batch_size, device=device)
+    translator.translate(texts[: 2 * max_batch_size])  # warm-up: on a GPU, the first run of each shape costs more
     began = time.perf_counter()
     translations = translator.translate(texts)
-    return Measurement("onnx", model_name, variant, 0, time.perf_counter() - began, translations, layout=str(Layout(1, threads)))
+    return Measurement("onnx", model_name, variant, 0, time.perf_counter() - began, translations, layout=where or str(Layout(1, threads)))
 
 
 def free_port() -> int:

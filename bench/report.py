@@ -25,6 +25,9 @@ class Report:
     measurements: list[Measurement] = field(default_factory=list)
     flops: dict[str, FlopsFunction] = field(default_factory=dict)
     tokenizers: dict[str, Tokenizer] = field(default_factory=dict)
+    layout_header: str = "batches at once x threads"
+    reference_label: str = "ONNX fp32"  # the first measurement of our module in-process, fp32
+    title: str = "Benchmarks"
 
     def add(self, measurement: Measurement) -> None:
         """Of repeated measurements of the same thing, the fastest is kept: this machine's speed
@@ -52,31 +55,32 @@ class Report:
         return sum(len(ids) for ids in self.tokenizer(model).encode_batch(self.texts))
 
     def sentences_per_second(self, m: Measurement) -> float:
-        return len(self.texts) / m.seconds
+        return len(m.translations) / m.seconds
 
     def tokens_per_second(self, m: Measurement) -> float:
         return self.target_tokens(m) / m.seconds
 
     def bleu(self, m: Measurement) -> float:
-        return sacrebleu.corpus_bleu(m.translations, [self.references]).score
+        return sacrebleu.corpus_bleu(m.translations, [self.references[: len(m.translations)]]).score
 
     def reference_outputs(self, model: str) -> list[str] | None:
         return next((m.translations for m in self.measurements if m.model == model and m.engine == "onnx" and m.setting == "fp32"), None)
 
     def table(self) -> str:
         lines = [
-            "| engine | model | setting | batches at once x threads | clients | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | load generator CPU | BLEU | same output as ONNX fp32 |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| engine | model | setting | {self.layout_header} | clients | sentences | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | load generator CPU | BLEU | same output as {self.reference_label} |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in self.measurements:
             reference = self.reference_outputs(m.model)
-            same = f"{sum(a == b for a, b in zip(m.translations, reference)) / len(reference):.1%}" if reference else "-"
+            compared = min(len(m.translations), len(reference)) if reference else 0
+            same = f"{sum(a == b for a, b in zip(m.translations, reference)) / compared:.1%}" if compared else "-"
             percentiles = [m.percentile(q) for q in (0.5, 0.9, 0.99)]
             shown = " | ".join("-" if p is None else f"{1000 * p:.0f}" for p in percentiles)
             clients = str(m.concurrency) if m.concurrency else "batch"
             client_cpu = "-" if m.client_cpu_share is None else f"{m.client_cpu_share:.0%} of a core"
             lines.append(
-                f"| {m.engine} | {m.model} | {m.setting} | {m.layout} | {clients} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {client_cpu} | {self.bleu(m):.2f} | {same} |"
+                f"| {m.engine} | {m.model} | {m.setting} | {m.layout} | {clients} | {len(m.translations)} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {client_cpu} | {self.bleu(m):.2f} | {same} |"
             )
         return "\n".join(lines)
 
@@ -136,7 +140,7 @@ class Report:
                 m = self.best(model, engine)
                 if m is None:
                     continue
-                per_token = function(self.source_tokens(model) / len(self.texts), self.target_tokens(m) / len(self.texts))
+                per_token = function(self.source_tokens(model) / len(self.texts), self.target_tokens(m) / len(m.translations))
                 achieved = per_token * self.tokens_per_second(m)
                 lines.append(f"| {model} | {engine} ({m.setting}, {m.layout}) | {per_token * 1000 / 1e9:.2f} | {achieved / 1e9:.2f} | {achieved / self.peak_flops:.1%} |")
         return "\n".join(lines)
@@ -182,7 +186,7 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         plots = self.plot(path.parent)
         text = [
-            "# Benchmarks",
+            f"# {self.title}",
             "",
             f"Machine: {self.machine}.",
             f"Command: `{self.command}` ({len(self.texts)} sentences of Multi30k test2016, greedy, same weights everywhere).",

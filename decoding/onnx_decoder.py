@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from decoding.cuda_decoder import CudaIncrementalDecoder, DeviceRowSelector
+from decoding.bound_decoder import BoundIncrementalDecoder, DeviceRowSelector
 from decoding.graph_io import (
     Padding,
     RowPositions,
@@ -33,7 +33,9 @@ from nmt_spec.graph_names import (
 class OnnxSeq2Seq:
     """The two sessions of one model variant."""
 
-    def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession) -> None:
+    def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, bind_to_device: bool | None = None) -> None:
+        """bind_to_device: keep encoder outputs and caches in the sessions' device memory between
+        steps (IOBinding); None: on CUDA only, where it saves two host copies per step."""
         self.encoder = encoder
         self.decoder = decoder
         encoder_outputs = {o.name for o in encoder.get_outputs()}
@@ -54,7 +56,9 @@ class OnnxSeq2Seq:
             self.padding[name] = padding_of(shape)
         self.initial_state_from_encoder = {name: present_name(name) for name in self.state_inputs if present_name(name) in encoder_outputs}
         on_cuda = decoder.get_providers()[0] == CUDA
-        self.row_selector = DeviceRowSelector(int(decoder.get_provider_options()[CUDA]["device_id"])) if on_cuda else None
+        self.row_selector = None
+        if bind_to_device or (bind_to_device is None and on_cuda):
+            self.row_selector = DeviceRowSelector("cuda", int(decoder.get_provider_options()[CUDA]["device_id"])) if on_cuda else DeviceRowSelector("cpu")
 
     def split_encoded(self, encoded: dict, batch: int, empty_cache) -> tuple[dict, dict]:
         """The decoder's constant inputs and first state from the encoder's outputs; caches that
@@ -83,10 +87,10 @@ class OnnxSeq2Seq:
     def drop_leading_slots(self, name: str, value: np.ndarray, count: int) -> np.ndarray:
         return drop_leading(value, self.padding[name], count) if self.pads_at_start(name) else value
 
-    def start(self, source_ids: np.ndarray) -> OnnxIncrementalDecoder | CudaIncrementalDecoder:
-        """A decoder for a padded (B, S) batch; on CUDA its tensors stay on the device."""
+    def start(self, source_ids: np.ndarray) -> OnnxIncrementalDecoder | BoundIncrementalDecoder:
+        """A decoder for a padded (B, S) batch; bound to the device, its tensors stay there."""
         if self.row_selector is not None:
-            return CudaIncrementalDecoder(self, source_ids, self.row_selector)
+            return BoundIncrementalDecoder(self, source_ids, self.row_selector)
         return OnnxIncrementalDecoder(self, source_ids)
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import onnx
 
 from decoding.onnx_decoder import OnnxSeq2Seq
-from decoding.runtime import RuntimeConfig, create_session
+from decoding.runtime import RuntimeConfig, create_session, uses_cuda
 from decoding.translator import Translator
 from export.graph_builder import OPSET
 from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
 from export.parity import measure_parity
-from export.variants import VARIANTS, write_variant
+from export.variants import VARIANTS, VariantRecipe, write_variant
 from nmt_spec.model_spec import TOKENIZER_FILE
 from nmt_spec import Tokenizer
 from nmt_spec.manifest import GraphInfo, Manifest, TensorInfo, Variant, sha256_of
@@ -42,6 +42,14 @@ class ExportConfig:
     bleu_split: str | None = "test2016"  # None skips the BLEU measurement
     overwrite: bool = False
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(device="cpu"))
+
+
+def parity_runtime(recipe: VariantRecipe, default: RuntimeConfig) -> RuntimeConfig:
+    """A variant made for GPUs (fp16) is checked on one when this machine has one: its CPU
+    kernels are not the ones it will be served with."""
+    if recipe.intended_device == "cuda" and uses_cuda(RuntimeConfig(device="auto")):
+        return RuntimeConfig(device="cuda")
+    return default
 
 
 def graph_info(path: Path) -> GraphInfo:
@@ -102,14 +110,15 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
             encoder_path = staging / ENCODER_FILE.format(suffix=recipe.file_suffix)
             decoder_path = staging / DECODER_FILE.format(suffix=recipe.file_suffix)
             variant = Variant(graph_info(encoder_path), graph_info(decoder_path), recipe.intended_device)
+            runtime = parity_runtime(recipe, config.runtime)
             try:
-                onnx_model = OnnxSeq2Seq(create_session(str(encoder_path), config.runtime), create_session(str(decoder_path), config.runtime))
+                onnx_model = OnnxSeq2Seq(create_session(str(encoder_path), runtime), create_session(str(decoder_path), runtime))
             except Exception as error:  # e.g. fp16 kernels that exist only on CUDA
-                variant.parity = {"status": f"not measured on {config.runtime.device}: {str(error).splitlines()[0][:200]}"}
+                variant.parity = {"status": f"not measured on {runtime.device}: {str(error).splitlines()[0][:200]}"}
                 progress(f"[4/4] {name}: cannot run here ({variant.parity['status']})")
             else:
-                progress(f"[4/4] {name}: parity on {len(source_ids)} {config.parity_split} sentences" + (f", BLEU on {config.bleu_split}" if bleu_data else ""))
-                variant.parity = measure_parity(model, onnx_model, spec, source_ids, target_ids).as_dict()
+                progress(f"[4/4] {name}: parity on {len(source_ids)} {config.parity_split} sentences on {runtime.device}" + (f", BLEU on {config.bleu_split}" if bleu_data else ""))
+                variant.parity = {**measure_parity(model, onnx_model, spec, source_ids, target_ids).as_dict(), "device": runtime.device}
                 if bleu_data:
                     translations = Translator(onnx_model, spec, tokenizer).translate(bleu_data[0])
                     scores = score(translations, bleu_data[1])
@@ -141,12 +150,12 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
 
 
 def format_report(report: dict[str, dict]) -> str:
-    lines = ["variant  max|dlogit|  greedy identical  BLEU    chrF   dBLEU vs PyTorch"]
+    lines = ["variant  on    max|dlogit|  greedy identical  BLEU    chrF   dBLEU vs PyTorch"]
     for name, entry in report.items():
         parity, evaluation = entry.get("parity", {}), entry.get("evaluation", {})
         identical = f"{parity['greedy_identical']}/{parity['greedy_compared']}" if "greedy_compared" in parity else "-"
         difference = f"{parity['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in parity else parity.get("status", "-")[:40]
         lines.append(
-            f"{name:<8} {difference:>11}  {identical:>16}  {evaluation.get('bleu', '-'):>6}  {evaluation.get('chrf', '-'):>6}  {evaluation.get('bleu_change_vs_pytorch', '-'):>6}"
+            f"{name:<8} {parity.get('device', '-'):<5} {difference:>11}  {identical:>16}  {evaluation.get('bleu', '-'):>6}  {evaluation.get('chrf', '-'):>6}  {evaluation.get('bleu_change_vs_pytorch', '-'):>6}"
         )
     return "\n".join(lines)

@@ -41,3 +41,17 @@ def test_profile_reports_operators_and_the_server_threads() -> None:
     # the two decode workers carry their own names, and the event loop is told apart from them
     for thread in ("nmt-decode-0", "nmt-decode-1", "main thread (asyncio event loop"):
         assert f"| {thread}" in report, report
+
+
+def test_gpu_benchmark_runs_its_measurements_on_the_cpu() -> None:
+    """The GPU benchmark's code path (batch sizes, PyTorch, the server with --device) without a
+    GPU: every engine gives the reference's translations."""
+    result = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = Path(re.search(r"wrote (\S+BENCHMARKS-GPU\.md)", result.stderr).group(1))
+    report = written.read_text()
+    for row in ("| onnx | transformer-en-de | fp32 | CPU, batches of 4 |", "| pytorch | transformer-en-de | fp32 eager | CPU, batches of 4 |", "| server | transformer-en-de | inflight |"):
+        assert row in report
+    rows = [line for line in report.splitlines() if line.startswith(("| onnx |", "| pytorch |", "| server |"))]
+    assert len(rows) == 8 and all(line.rstrip().endswith("| 100.0% |") for line in rows), rows
+    assert (written.parent / "bench-gpu.png").stat().st_size > 10_000

@@ -1,16 +1,18 @@
-"""The incremental decoder on CUDA: encoder outputs and caches stay in GPU memory (IOBinding).
-Each step only token ids go to the device and log-probabilities come back; beam reordering and finished
-sentences leaving the batch are Gathers on the device."""
+"""The incremental decoder whose tensors stay where its session computes (IOBinding): on CUDA,
+encoder outputs and caches stay in GPU memory. Each step only token ids go to the device and
+log-probabilities come back; beam reordering and finished sentences leaving the batch are Gathers
+on the device. The same code binds to CPU memory too, which is how machines without a GPU test it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from decoding.graph_io import RowPositions, concat_rows, place_rows, present_name
+from decoding.runtime import CPU, CUDA
 from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
     ENCODER_INPUT_IDS,
@@ -20,7 +22,6 @@ from nmt_spec.graph_names import (
 if TYPE_CHECKING:
     from decoding.onnx_decoder import OnnxSeq2Seq
 
-DEVICE = "cuda"
 # Cache slots left empty by rows that finished are dropped once there are this many: each drop
 # is a round trip through host memory.
 DROP_UNUSED_SLOTS_AT = 16
@@ -38,37 +39,37 @@ def _row_gather_model(element_type: int) -> bytes:
 
 
 class DeviceRowSelector:
-    """Gather along the batch axis without leaving the GPU, one small session per element type."""
+    """Gather along the batch axis without leaving the device, one small session per element type."""
 
-    def __init__(self, device_id: int) -> None:
+    def __init__(self, device: Literal["cuda", "cpu"] = "cuda", device_id: int = 0) -> None:
+        self.device = device
         self.device_id = device_id
+        self.providers = [(CUDA, {"device_id": str(device_id)})] if device == "cuda" else [CPU]
         self.sessions: dict[str, ort.InferenceSession] = {}
 
     def select(self, value: ort.OrtValue, rows: ort.OrtValue) -> ort.OrtValue:
         element_type = value.data_type()
         if element_type not in self.sessions:
-            self.sessions[element_type] = ort.InferenceSession(
-                _row_gather_model(ELEMENT_TYPES[element_type]), providers=[("CUDAExecutionProvider", {"device_id": str(self.device_id)})]
-            )
+            self.sessions[element_type] = ort.InferenceSession(_row_gather_model(ELEMENT_TYPES[element_type]), providers=self.providers)
         session = self.sessions[element_type]
         binding = session.io_binding()
         binding.bind_ortvalue_input("data", value)
         binding.bind_ortvalue_input("rows", rows)
-        binding.bind_output("selected", DEVICE, self.device_id)
+        binding.bind_output("selected", self.device, self.device_id)
         session.run_with_iobinding(binding)
         return binding.get_outputs()[0]
 
 
-class CudaIncrementalDecoder:
+class BoundIncrementalDecoder:
     def __init__(self, model: OnnxSeq2Seq, source_ids: np.ndarray, selector: DeviceRowSelector) -> None:
         self.model = model
         self.selector = selector
-        self.device_id = selector.device_id
+        self.device, self.device_id = selector.device, selector.device_id
         binding = model.encoder.io_binding()
         binding.bind_cpu_input(ENCODER_INPUT_IDS, np.ascontiguousarray(source_ids, dtype=np.int64))
         names = [o.name for o in model.encoder.get_outputs()]
         for name in names:
-            binding.bind_output(name, DEVICE, self.device_id)
+            binding.bind_output(name, self.device, self.device_id)
         model.encoder.run_with_iobinding(binding)
         encoded = dict(zip(names, binding.get_outputs()))
         self.constants, self.state = model.split_encoded(
@@ -79,7 +80,7 @@ class CudaIncrementalDecoder:
         self.rows = RowPositions(source_ids.shape[0])
 
     def to_device(self, array: np.ndarray) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), DEVICE, self.device_id)
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, self.device_id)
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         decoder = self.model.decoder
@@ -94,7 +95,7 @@ class CudaIncrementalDecoder:
             if name == LOG_PROBS:
                 binding.bind_output(name)  # to the host: the search reads it
             else:
-                binding.bind_output(name, DEVICE, self.device_id)
+                binding.bind_output(name, self.device, self.device_id)
         decoder.run_with_iobinding(binding)
         outputs = dict(zip(self.model.decoder_outputs, binding.get_outputs()))
         self.state = {name: outputs[present_name(name)] for name in self.state}
@@ -109,12 +110,12 @@ class CudaIncrementalDecoder:
         return outputs[LOG_PROBS].numpy()
 
     def select(self, rows: np.ndarray) -> None:
-        on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(rows, dtype=np.int64), DEVICE, self.device_id)
+        on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(rows, dtype=np.int64), self.device, self.device_id)
         self.constants = {name: self.selector.select(value, on_device) for name, value in self.constants.items()}
         self.state = {name: self.selector.select(value, on_device) for name, value in self.state.items()}
         self.rows.select(rows)
 
-    def extend(self, other: CudaIncrementalDecoder) -> None:
+    def extend(self, other: BoundIncrementalDecoder) -> None:
         """Through host memory: newcomers join a running batch a few times per second at most."""
 
         def joined(name: str, first: ort.OrtValue, second: ort.OrtValue) -> ort.OrtValue:
@@ -124,7 +125,7 @@ class CudaIncrementalDecoder:
         self.state = {name: joined(name, value, other.state[name]) for name, value in self.state.items()}
         self.rows.extend(other.rows)
 
-    def place(self, rows: np.ndarray, other: CudaIncrementalDecoder) -> None:
+    def place(self, rows: np.ndarray, other: BoundIncrementalDecoder) -> None:
         def placed(name: str, target: ort.OrtValue, incoming: ort.OrtValue) -> ort.OrtValue:
             return self.to_device(place_rows(target.numpy(), rows, incoming.numpy(), self.model.padding[name]))
 

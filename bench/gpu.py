@@ -1,0 +1,252 @@
+"""python -m bench.gpu: our decoding module and gRPC server on a GPU (ONNX Runtime's CUDA provider,
+tensors kept on the device with IOBinding), fp32 and fp16, batches of 1 to 256 sentences, against
+PyTorch eager on the same GPU and our module on the same machine's CPU. Writes
+docs/BENCHMARKS-GPU.md and a plot. `--device cpu --smoke` runs the same code without a GPU (CI).
+
+CTranslate2 is not measured here: its PyPI wheels load CUDA 12's cuBLAS, which a CUDA 13
+machine does not have."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.__main__ import MODELS, progress
+from bench.engines import (
+    ROOT,
+    Layout,
+    Measurement,
+    ServerProcess,
+    free_port,
+    onnx_greedy,
+    pytorch_greedy,
+    server_load,
+)
+from bench.flops import flops_per_generated_token
+from bench.report import Report
+
+# A lone sentence per batch (or per client) is slow: such levels run on this many sentences per
+# row of the batch, so every level takes seconds, not minutes.
+SENTENCES_PER_ROW = 100
+CPU_REFERENCE = "CPU, batches of 64"
+
+
+def gpu_description() -> str:
+    try:
+        query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+        name, memory, driver = subprocess.run(query, capture_output=True, text=True, check=True).stdout.splitlines()[0].split(", ")
+        return f"{name} ({memory}, driver {driver})"
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+        return "no GPU"
+
+
+def machine_description(device: str) -> str:
+    import onnxruntime
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    where = gpu_description() if device == "cuda" else "no GPU (the smoke run on the CPU)"
+    return f"{where}; {cpu}, {os.cpu_count()} cores; onnxruntime {onnxruntime.__version__} ({onnxruntime.get_device()}), Python {platform.python_version()}"
+
+
+def fp16_matmul_peak(device: str) -> float:
+    """FLOP/s of an 8192^3 fp16 matrix product on the GPU (PyTorch's cuBLAS); 0 without one."""
+    import torch
+
+    if device != "cuda" or not torch.cuda.is_available():
+        return 0.0
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 10 * 2 * 8192**3 / (start.elapsed_time(end) / 1000)
+
+
+class GpuReport(Report):
+    def at_batch(self, model: str, engine: str, setting: str, batch: int) -> Measurement | None:
+        return next((m for m in self.measurements if (m.model, m.engine, m.setting, m.layout) == (model, engine, setting, where(self.device, batch))), None)
+
+    def ratios(self) -> str:
+        lines = ["| model | comparison | ratio |", "|---|---|---:|"]
+
+        def ratio(model: str, label: str, a: Measurement | None, b: Measurement | None, value=None) -> None:
+            value = value or self.sentences_per_second
+            if a is not None and b is not None:
+                lines.append(f"| {model} | {label} | {value(a) / value(b):.2f}x |")
+
+        for model in dict.fromkeys(m.model for m in self.measurements):
+            for batch in self.batch_sizes:
+                ratio(model, f"ONNX fp16 / fp32, batches of {batch}", self.at_batch(model, "onnx", "fp16", batch), self.at_batch(model, "onnx", "fp32", batch))
+            for variant in ("fp32", "fp16"):
+                ratio(model, f"ONNX {variant}: batches of {max(self.batch_sizes)} / of {min(self.batch_sizes)}", self.at_batch(model, "onnx", variant, max(self.batch_sizes)), self.at_batch(model, "onnx", variant, min(self.batch_sizes)))
+            on_gpu = [m for m in self.measurements if m.model == model and m.engine == "onnx" and m.layout != CPU_REFERENCE]
+            best = max(on_gpu, key=self.sentences_per_second, default=None)
+            if best is None:
+                continue
+            label = f"ONNX at its best ({best.setting}, {best.layout})"
+            ratio(model, f"{label} / ONNX fp32 on this machine's {os.cpu_count()} CPU cores", best, self.best(model, "onnx", "fp32", CPU_REFERENCE))
+            ratio(model, f"{label} / PyTorch eager fp32 at its best", best, self.best(model, "pytorch", "fp32 eager"))
+            ratio(model, f"{label} / PyTorch eager fp16 at its best", best, self.best(model, "pytorch", "fp16 eager"))
+            for batch in self.batch_sizes:
+                ratio(model, f"ONNX fp32 / PyTorch eager fp32, batches of {batch}", self.at_batch(model, "onnx", "fp32", batch), self.at_batch(model, "pytorch", "fp32 eager", batch))
+            server = self.best(model, "server")
+            if server is not None:
+                ratio(model, f"server at its best ({server.setting}, {server.concurrency} clients) / {label} (cost of serving)", server, best)
+                for policy in self.policies:
+                    ratio(model, f"server {policy}: 64 clients / 1 client", self.at(model, policy, 64, server.layout), self.at(model, policy, 1, server.layout))
+                for concurrency in sorted({m.concurrency for m in self.measurements if m.model == model and m.engine == "server"}):
+                    inflight, dynamic = self.at(model, "inflight", concurrency, server.layout), self.at(model, "dynamic", concurrency, server.layout)
+                    ratio(model, f"in-flight / dynamic throughput, {concurrency} clients", inflight, dynamic)
+                    ratio(model, f"in-flight / dynamic p99 latency, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
+        return "\n".join(lines)
+
+    def utilisation(self) -> str:
+        if not self.peak_flops:
+            return "No GPU: no peak measured."
+        lines = [
+            f"Measured fp16 matmul peak (8192^3, PyTorch's cuBLAS): {self.peak_flops / 1e12:.0f} TFLOP/s.",
+            "",
+            "| model | engine | GFLOP per 1,000 target tokens | achieved GFLOP/s | fraction of fp16 peak |",
+            "|---|---|---:|---:|---:|",
+        ]  # fmt: skip
+        for model, function in self.flops.items():
+            for m in [m for m in self.measurements if m.model == model and m.layout != CPU_REFERENCE]:
+                per_token = function(self.source_tokens(model) / len(self.texts), self.target_tokens(m) / len(m.translations))
+                achieved = per_token * self.tokens_per_second(m)
+                clients = f", {m.concurrency} clients" if m.concurrency else ""
+                lines.append(f"| {model} | {m.engine} ({m.setting}, {m.layout}{clients}) | {per_token * 1000 / 1e9:.2f} | {achieved / 1e9:.1f} | {achieved / self.peak_flops:.3%} |")
+        return "\n".join(lines)
+
+    def plot(self, directory: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        models = list(dict.fromkeys(m.model for m in self.measurements))
+        figure, axes = plt.subplots(len(models), 2, figsize=(12, 4.5 * len(models)), squeeze=False)
+        for (batches, clients), model in zip(axes, models):
+            for engine, setting in dict.fromkeys((m.engine, m.setting) for m in self.measurements if m.model == model and m.engine != "server" and m.layout != CPU_REFERENCE):
+                runs = [(b, self.at_batch(model, engine, setting, b)) for b in self.batch_sizes]
+                runs = [(b, m) for b, m in runs if m is not None]
+                batches.plot([b for b, _ in runs], [self.sentences_per_second(m) for _, m in runs], marker="o", label=f"{engine} {setting}")
+            cpu = self.best(model, "onnx", "fp32", CPU_REFERENCE)
+            if cpu is not None:
+                batches.axhline(self.sentences_per_second(cpu), linestyle="--", color="grey", linewidth=1, label=f"ONNX fp32, {os.cpu_count()} CPU cores")
+            batches.set_xlabel("sentences per batch (in-process)")
+            batches.set_title(f"{model}: throughput vs batch size")
+            latency = clients.twinx()
+            for policy, marker in (("dynamic", "o"), ("inflight", "s")):
+                runs = sorted((m for m in self.measurements if m.model == model and m.engine == "server" and m.setting == policy), key=lambda m: m.concurrency)
+                if runs:
+                    levels = [m.concurrency for m in runs]
+                    clients.plot(levels, [self.sentences_per_second(m) for m in runs], marker=marker, label=f"server {policy}: sentences/s")
+                    latency.plot(levels, [1000 * m.percentile(0.99) for m in runs], linestyle=":", marker=marker, color="grey", label=f"{policy}: p99 latency")
+            latency.set_yscale("log")
+            latency.set_ylabel("p99 latency, ms (dotted)")
+            clients.set_xlabel("concurrent clients (one sentence per request)")
+            clients.set_title(f"{model}: gRPC server on the GPU")
+            for axis in (batches, clients):
+                axis.set_xscale("log", base=2)
+                axis.set_ylabel("sentences/s")
+                axis.grid(alpha=0.3)
+                axis.legend(fontsize=7, loc="upper left")
+        figure.tight_layout()
+        path = directory / "bench-gpu.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        return [path]
+
+
+def where(device: str, batch: int) -> str:
+    return f"{'GPU' if device == 'cuda' else 'CPU'}, batches of {batch}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: the same measurements without a GPU (a smoke run; the numbers mean nothing)")
+    parser.add_argument("--sentences", type=int, default=1000, help="first N sentences of data/multi30k/test2016.en")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--repository", type=Path, default=ROOT / "models", help="model repository: <name>/1/ must hold the fp32 and fp16 variants")
+    parser.add_argument("--variants", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256], help="sentences per batch, in-process")
+    parser.add_argument("--pytorch", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"], help="PyTorch eager precisions (batches of 64 and the largest)")
+    parser.add_argument("--server-models", nargs="*", default=["transformer-en-de"], choices=list(MODELS), help="models measured through the gRPC server too")
+    parser.add_argument("--server-variant", default="fp16", choices=["fp32", "fp16"])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256], help="server load levels")
+    parser.add_argument("--policies", nargs="+", default=["dynamic", "inflight"], choices=["dynamic", "inflight"])
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS-GPU.md", help="markdown report; the plot is written beside it")
+    parser.add_argument("--smoke", action="store_true", help="8 sentences, small batches, fp32 only (the shipped repository has no fp16 graphs): checks the benchmark runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sentences, args.batch_sizes, args.concurrency, args.models = 8, [1, 4], [1, 4], args.models[:1]
+        args.variants, args.pytorch, args.server_variant = ["fp32"], ["fp32"], "fp32"
+    if args.device == "cuda":
+        from decoding.runtime import RuntimeConfig, uses_cuda
+
+        if not uses_cuda(RuntimeConfig(device="auto")):
+            parser.error("no CUDA device or no CUDA-enabled onnxruntime here; --device cpu runs the smoke version")
+
+    data = ROOT / "data" / "multi30k"
+    texts = (data / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
+    references = (data / "test2016.de").read_text(encoding="utf-8").splitlines()[: args.sentences]
+    command = "python -m bench.gpu " + shlex.join(argv if argv is not None else sys.argv[1:])
+    report = GpuReport(texts, references, machine_description(args.device), command, layout_header="where", reference_label=f"ONNX fp32 on the CPU ({CPU_REFERENCE})", title="Benchmarks on a GPU")
+    report.device, report.batch_sizes, report.policies = args.device, args.batch_sizes, args.policies
+    report.peak_flops = fp16_matmul_peak(args.device)
+    threads = os.cpu_count() or 1
+
+    def level(rows: int) -> list[str]:
+        return texts[: SENTENCES_PER_ROW * rows]
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.models:
+            version = args.repository / name / "1"
+            progress(f"{name}: ONNX Runtime fp32 on {threads} CPU cores (the reference outputs)")
+            report.add(onnx_greedy(version, "fp32", texts, threads, name, 64, "cpu", CPU_REFERENCE))
+            for variant in args.variants:
+                for batch in args.batch_sizes:
+                    progress(f"{name}: ONNX Runtime {variant} on {args.device}, batches of {batch}")
+                    report.add(onnx_greedy(version, variant, level(batch), threads, name, batch, args.device, where(args.device, batch)))
+            for precision in args.pytorch:
+                for batch in dict.fromkeys([min(64, max(args.batch_sizes)), max(args.batch_sizes)]):
+                    progress(f"{name}: PyTorch eager {precision} on {args.device}, batches of {batch}")
+                    report.add(pytorch_greedy(ROOT / MODELS[name], level(batch), threads, name, batch, args.device, precision, where(args.device, batch)))
+            if name in args.server_models:
+                batch = max(args.batch_sizes)
+                for policy in args.policies:
+                    log = Path(scratch) / f"server-{name}-{policy}.log"
+                    extra = ["--device", args.device, "--variant", args.server_variant, "--max-batch-size", str(batch), "--max-batch-tokens", str(batch * 256)]
+                    with ServerProcess(name, policy, Layout(1, min(threads, 4)), free_port(), log, extra + ["--model-repository", str(args.repository)]) as server:
+                        for concurrency in args.concurrency:
+                            progress(f"{name}: server on {args.device}, {args.server_variant}, {policy} batching, {concurrency} clients")
+                            measured = server_load(server, level(concurrency), concurrency, name, policy)
+                            measured.layout = f"{'GPU' if args.device == 'cuda' else 'CPU'}, {args.server_variant}, up to {batch} per batch"
+                            report.add(measured)
+        for name in args.models:
+            from nmt_spec.manifest import Manifest
+
+            spec = Manifest.load(args.repository / name / "1", verify_files=False).spec
+            report.set_flops(name, lambda source, target, spec=spec: flops_per_generated_token(spec, source, target))
+
+    output = args.output if not args.smoke else Path(tempfile.mkdtemp(prefix="bench-gpu-smoke-")) / "BENCHMARKS-GPU.md"
+    report.write(output)
+    print(report.table())
+    print(report.ratios())
+    progress(f"wrote {output} and its plot")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
