@@ -100,15 +100,18 @@ class GpuReport(Report):
             ratio(model, f"{label} / PyTorch eager fp16 at its best", best, self.best(model, "pytorch", "fp16 eager"))
             for batch in self.batch_sizes:
                 ratio(model, f"ONNX fp32 / PyTorch eager fp32, batches of {batch}", self.at_batch(model, "onnx", "fp32", batch), self.at_batch(model, "pytorch", "fp32 eager", batch))
-            server = self.best(model, "server")
-            if server is not None:
-                ratio(model, f"server at its best ({server.setting}, {server.concurrency} clients) / {label} (cost of serving)", server, best)
+            for layout in dict.fromkeys(m.layout for m in self.measurements if m.model == model and m.engine == "server"):
+                server = self.best(model, "server", layout=layout)
+                variant = layout.split(", ")[1]
+                same = max((m for m in on_gpu if m.setting == variant), key=self.sentences_per_second, default=None)
+                if same is not None:
+                    ratio(model, f"server {layout} at its best ({server.setting}, {server.concurrency} clients) / ONNX {variant} in-process at its best ({same.layout}): cost of serving", server, same)
                 for policy in self.policies:
-                    ratio(model, f"server {policy}: 64 clients / 1 client", self.at(model, policy, 64, server.layout), self.at(model, policy, 1, server.layout))
-                for concurrency in sorted({m.concurrency for m in self.measurements if m.model == model and m.engine == "server"}):
-                    inflight, dynamic = self.at(model, "inflight", concurrency, server.layout), self.at(model, "dynamic", concurrency, server.layout)
-                    ratio(model, f"in-flight / dynamic throughput, {concurrency} clients", inflight, dynamic)
-                    ratio(model, f"in-flight / dynamic p99 latency, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
+                    ratio(model, f"server {policy}, {layout}: 64 clients / 1 client", self.at(model, policy, 64, layout), self.at(model, policy, 1, layout))
+                for concurrency in sorted({m.concurrency for m in self.measurements if m.model == model and m.layout == layout}):
+                    inflight, dynamic = self.at(model, "inflight", concurrency, layout), self.at(model, "dynamic", concurrency, layout)
+                    ratio(model, f"in-flight / dynamic throughput, {layout}, {concurrency} clients", inflight, dynamic)
+                    ratio(model, f"in-flight / dynamic p99 latency, {layout}, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
         return "\n".join(lines)
 
     def utilisation(self) -> str:
@@ -147,12 +150,13 @@ class GpuReport(Report):
             batches.set_xlabel("sentences per batch (in-process)")
             batches.set_title(f"{model}: throughput vs batch size")
             latency = clients.twinx()
-            for policy, marker in (("dynamic", "o"), ("inflight", "s")):
-                runs = sorted((m for m in self.measurements if m.model == model and m.engine == "server" and m.setting == policy), key=lambda m: m.concurrency)
-                if runs:
-                    levels = [m.concurrency for m in runs]
-                    clients.plot(levels, [self.sentences_per_second(m) for m in runs], marker=marker, label=f"server {policy}: sentences/s")
-                    latency.plot(levels, [1000 * m.percentile(0.99) for m in runs], linestyle=":", marker=marker, color="grey", label=f"{policy}: p99 latency")
+            for layout in dict.fromkeys(m.layout for m in self.measurements if m.model == model and m.engine == "server"):
+                for policy, marker in (("dynamic", "o"), ("inflight", "s")):
+                    runs = sorted((m for m in self.measurements if m.model == model and m.engine == "server" and (m.setting, m.layout) == (policy, layout)), key=lambda m: m.concurrency)
+                    if runs:
+                        levels = [m.concurrency for m in runs]
+                        line = clients.plot(levels, [self.sentences_per_second(m) for m in runs], marker=marker, label=f"{policy}, {layout}")[0]
+                        latency.plot(levels, [1000 * m.percentile(0.99) for m in runs], linestyle=":", marker=marker, color=line.get_color())
             latency.set_yscale("log")
             latency.set_ylabel("p99 latency, ms (dotted)")
             clients.set_xlabel("concurrent clients (one sentence per request)")
@@ -183,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256], help="sentences per batch, in-process")
     parser.add_argument("--pytorch", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"], help="PyTorch eager precisions (batches of 64 and the largest)")
     parser.add_argument("--server-models", nargs="*", default=["transformer-en-de"], choices=list(MODELS), help="models measured through the gRPC server too")
-    parser.add_argument("--server-variant", default="fp16", choices=["fp32", "fp16"])
+    parser.add_argument("--server-variants", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
+    parser.add_argument("--server-workers", type=int, nargs="+", default=[1, 2], help="decode workers: threads that each run a batch, so one's Python overlaps the other's GPU work")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256], help="server load levels")
     parser.add_argument("--policies", nargs="+", default=["dynamic", "inflight"], choices=["dynamic", "inflight"])
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS-GPU.md", help="markdown report; the plot is written beside it")
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.sentences, args.batch_sizes, args.concurrency, args.models = 8, [1, 4], [1, 4], args.models[:1]
-        args.variants, args.pytorch, args.server_variant = ["fp32"], ["fp32"], "fp32"
+        args.variants, args.pytorch, args.server_variants, args.server_workers = ["fp32"], ["fp32"], ["fp32"], [2]
     if args.device == "cuda":
         from decoding.runtime import RuntimeConfig, uses_cuda
 
@@ -225,15 +230,18 @@ def main(argv: list[str] | None = None) -> int:
                     report.add(pytorch_greedy(ROOT / MODELS[name], level(batch), threads, name, batch, args.device, precision, where(args.device, batch)))
             if name in args.server_models:
                 batch = max(args.batch_sizes)
-                for policy in args.policies:
-                    log = Path(scratch) / f"server-{name}-{policy}.log"
-                    extra = ["--device", args.device, "--variant", args.server_variant, "--max-batch-size", str(batch), "--max-batch-tokens", str(batch * 256)]
-                    with ServerProcess(name, policy, Layout(1, min(threads, 4)), free_port(), log, extra + ["--model-repository", str(args.repository)]) as server:
-                        for concurrency in args.concurrency:
-                            progress(f"{name}: server on {args.device}, {args.server_variant}, {policy} batching, {concurrency} clients")
-                            measured = server_load(server, level(concurrency), concurrency, name, policy)
-                            measured.layout = f"{'GPU' if args.device == 'cuda' else 'CPU'}, {args.server_variant}, up to {batch} per batch"
-                            report.add(measured)
+                for variant in args.server_variants:
+                    for workers in args.server_workers:
+                        layout = f"{'GPU' if args.device == 'cuda' else 'CPU'}, {variant}, {workers} worker{'s' if workers > 1 else ''}, up to {batch} per batch"
+                        extra = ["--device", args.device, "--variant", variant, "--max-batch-size", str(batch), "--max-batch-tokens", str(batch * 256), "--model-repository", str(args.repository)]
+                        for policy in args.policies:
+                            log = Path(scratch) / f"server-{name}-{variant}-{workers}-{policy}.log"
+                            with ServerProcess(name, policy, Layout(workers, min(threads, 4)), free_port(), log, extra) as server:
+                                for concurrency in args.concurrency:
+                                    progress(f"{name}: server, {layout}, {policy} batching, {concurrency} clients")
+                                    measured = server_load(server, level(concurrency), concurrency, name, policy)
+                                    measured.layout = layout
+                                    report.add(measured)
         for name in args.models:
             from nmt_spec.manifest import Manifest
 

@@ -75,7 +75,7 @@ class BoundIncrementalDecoder:
         self.constants, self.state = model.split_encoded(
             encoded,
             source_ids.shape[0],
-            lambda shape: self.to_device(np.zeros(shape, dtype=np.float32)),
+            self.to_device,
         )
         self.rows = RowPositions(source_ids.shape[0])
 

@@ -42,8 +42,10 @@ class OnnxSeq2Seq:
         self.decoder_outputs = [o.name for o in decoder.get_outputs()]
         self.constant_inputs: list[str] = []
         self.state_inputs: dict[str, list[int | str]] = {}  # past_* name -> declared shape
+        self.state_dtypes: dict[str, np.dtype] = {}  # fp16 graphs keep their caches in fp16
         self.padding: dict[str, Padding | None] = {}
         decoder_inputs = {i.name: i.shape for i in decoder.get_inputs()}
+        input_types = {i.name: i.type for i in decoder.get_inputs()}
         self.takes_positions = POSITION_IDS in decoder_inputs
         self.takes_decoder_mask = DECODER_MASK in decoder_inputs
         for name, shape in decoder_inputs.items():
@@ -53,6 +55,7 @@ class OnnxSeq2Seq:
                 self.constant_inputs.append(name)
             else:
                 self.state_inputs[name] = shape
+                self.state_dtypes[name] = np.dtype(np.float16 if input_types[name] == "tensor(float16)" else np.float32)
             self.padding[name] = padding_of(shape)
         self.initial_state_from_encoder = {name: present_name(name) for name in self.state_inputs if present_name(name) in encoder_outputs}
         on_cuda = decoder.get_providers()[0] == CUDA
@@ -62,10 +65,12 @@ class OnnxSeq2Seq:
 
     def split_encoded(self, encoded: dict, batch: int, empty_cache) -> tuple[dict, dict]:
         """The decoder's constant inputs and first state from the encoder's outputs; caches that
-        the encoder does not provide start empty (empty_cache makes one from its shape)."""
+        the encoder does not provide start empty (empty_cache makes one from a numpy array of zeros)."""
         constants = {name: encoded[name] for name in self.constant_inputs}
         state = {
-            name: encoded[self.initial_state_from_encoder[name]] if name in self.initial_state_from_encoder else empty_cache(initial_cache_shape(shape, batch))
+            name: encoded[self.initial_state_from_encoder[name]]
+            if name in self.initial_state_from_encoder
+            else empty_cache(np.zeros(initial_cache_shape(shape, batch), dtype=self.state_dtypes[name]))
             for name, shape in self.state_inputs.items()
         }
         return constants, state
@@ -99,7 +104,7 @@ class OnnxIncrementalDecoder:
         self.model = model
         names = [o.name for o in model.encoder.get_outputs()]
         encoded = dict(zip(names, model.encoder.run(None, {ENCODER_INPUT_IDS: source_ids})))
-        self.constants, self.state = model.split_encoded(encoded, source_ids.shape[0], lambda shape: np.zeros(shape, dtype=np.float32))
+        self.constants, self.state = model.split_encoded(encoded, source_ids.shape[0], lambda zeros: zeros)
         self.rows = RowPositions(source_ids.shape[0])
 
     def step(self, tokens: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
+from nmt_spec.graph_names import LOG_PROBS
+
 
 @dataclass(frozen=True)
 class VariantRecipe:
@@ -42,9 +44,11 @@ def write_variant(recipe: VariantRecipe, fp32_path: Path, output_path: Path) -> 
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     elif recipe.name == "fp16":
-        # Inputs and outputs stay fp32 so one decoding loop serves every variant; the casts sit
-        # at the graph edges.
-        model = OnnxModel(convert_float_to_float16(onnx.load(fp32_path), keep_io_types=True))
+        # Caches and encoder outputs are fp16 in and out, so they stay fp16 on the device from step
+        # to step; only the log-probabilities the search adds up stay fp32. (Keeping every input
+        # and output fp32 cast 18 caches at every step: on an H200 that made the Transformer's
+        # fp16 step 0.62x as fast as fp32's.)
+        model = OnnxModel(convert_float_to_float16(onnx.load(fp32_path), keep_io_types=[LOG_PROBS]))
         model.topological_sort()  # the converter appends its input casts after their users
         onnx.save(model.model, output_path)
     else:

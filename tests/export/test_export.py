@@ -184,8 +184,8 @@ def decoding_model(version: Path, where: str, variant: str = "fp32") -> OnnxSeq2
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("variant", ["fp32", "fp16"])
 def test_graphs_on_cuda_translate_as_on_the_cpu(exported: dict, architecture: str, variant: str) -> None:
-    """fp32 on CUDA gives the CPU's translations; fp16 its log-probabilities within half-precision
-    rounding, and the same translations on these short sentences."""
+    """On CUDA, fp32 and fp16 give the CPU's translations of these short sentences, and its
+    log-probabilities within TF32 and half-precision rounding."""
     _, version = exported[architecture]
     on_cpu = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
     on_cuda = Translator.from_repository(version, variant, RuntimeConfig(device="cuda"))
@@ -195,7 +195,9 @@ def test_graphs_on_cuda_translate_as_on_the_cpu(exported: dict, architecture: st
     first = np.full(len(SOURCES), on_cpu.spec.special_ids.bos)
     expected = on_cpu.model.start(source).step(first)
     got = on_cuda.model.start(source).step(first)
-    np.testing.assert_allclose(got, expected, atol=1e-3 if variant == "fp32" else 5e-2)
+    # fp32 differs too: ONNX Runtime's CUDA provider multiplies fp32 matrices in TF32 by default
+    # (measured on an H200: up to 8e-3 on these log-probabilities)
+    np.testing.assert_allclose(got, expected, atol=2e-2 if variant == "fp32" else 5e-2)
 
 
 def test_empty_cache_has_no_past_positions(exported: dict) -> None:
