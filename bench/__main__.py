@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from bench.engines import (
+    ARRIVAL_ORDER,
     ROOT,
     Layout,
     ServerProcess,
@@ -50,13 +51,14 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
         if name not in converted:
             progress(f"{label}: converting to CTranslate2 through its spec API")
             converted[name] = convert(checkpoint, scratch / name)
-        for compute_type in ("float32", "int8"):
+        for compute_type, arrival_order in (("float32", False), ("float32", True), ("int8", False)):
             for layout in args.layouts:
-                progress(f"{label}: CTranslate2 {compute_type}, {layout.workers} batch(es) at once x {layout.threads} thread(s)")
-                report.add(ctranslate2_greedy(converted[name], checkpoint.parent / "tokenizer.model", texts, layout, compute_type, name, args.max_batch_size))
-    for variant in ("fp32", "int8"):
-        progress(f"{label}: ONNX Runtime in-process, {variant}")
-        report.add(onnx_greedy(version, variant, texts, args.threads, name, args.max_batch_size))
+                order = f", {ARRIVAL_ORDER}" if arrival_order else ""
+                progress(f"{label}: CTranslate2 {compute_type}{order}, {layout.workers} batch(es) at once x {layout.threads} thread(s)")
+                report.add(ctranslate2_greedy(converted[name], checkpoint.parent / "tokenizer.model", texts, layout, compute_type, name, args.max_batch_size, arrival_order))
+    for variant, arrival_order in (("fp32", False), ("fp32", True), ("int8", False)):
+        progress(f"{label}: ONNX Runtime in-process, {variant}" + (f", {ARRIVAL_ORDER}" if arrival_order else ""))
+        report.add(onnx_greedy(version, variant, texts, args.threads, name, args.max_batch_size, arrival_order=arrival_order))
     for layout in args.layouts:
         # A second worker only has work once the clients keep two batches busy: below 16
         # clients it would idle, so those levels are measured with one worker only.

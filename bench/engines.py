@@ -85,7 +85,19 @@ def pytorch_greedy(
     return Measurement("pytorch", model_name, f"{precision} eager", 0, seconds, translations, layout=where or str(Layout(1, threads)))
 
 
-def ctranslate2_greedy(model_directory: Path, tokenizer_file: Path, texts: list[str], layout: Layout, compute_type: str, model_name: str, max_batch_size: int) -> Measurement:
+ARRIVAL_ORDER = "in arrival order"
+
+
+def chunks(texts: list[str], size: int) -> list[list[str]]:
+    return [texts[i : i + size] for i in range(0, len(texts), size)]
+
+
+def ctranslate2_greedy(
+    model_directory: Path, tokenizer_file: Path, texts: list[str], layout: Layout, compute_type: str, model_name: str, max_batch_size: int, arrival_order: bool = False
+) -> Measurement:
+    """translate_batch on all the texts sorts them by length before it cuts batches, which a
+    server cannot do: with arrival_order, each batch is the next max_batch_size texts as they
+    come (the order the load generator sends them), decoded by the workers in parallel."""
     import ctranslate2
     import sentencepiece as spm
 
@@ -93,11 +105,17 @@ def ctranslate2_greedy(model_directory: Path, tokenizer_file: Path, texts: list[
     eos = processor.id_to_piece(processor.eos_id())
     translator = ctranslate2.Translator(str(model_directory), device="cpu", compute_type=compute_type, inter_threads=layout.workers, intra_threads=layout.threads)
     tokens = [processor.encode(text, out_type=str) + [eos] for text in texts]
+    options = {"beam_size": 1, "max_decoding_length": 128, "max_batch_size": max_batch_size}
     translator.translate_batch(tokens[:8], beam_size=1)  # warm-up
     began = time.perf_counter()
-    results = translator.translate_batch(tokens, beam_size=1, max_decoding_length=128, max_batch_size=max_batch_size)
+    if arrival_order:
+        pending = [translator.translate_batch(batch, asynchronous=True, **options) for batch in chunks(tokens, max_batch_size)]
+        results = [future.result() for batch in pending for future in batch]
+    else:
+        results = translator.translate_batch(tokens, **options)
+    seconds = time.perf_counter() - began
     translations = [processor.decode_pieces(result.hypotheses[0]) for result in results]
-    return Measurement("ctranslate2", model_name, compute_type, 0, time.perf_counter() - began, translations, layout=str(layout))
+    return Measurement("ctranslate2", model_name, compute_type + (f", {ARRIVAL_ORDER}" if arrival_order else ""), 0, seconds, translations, layout=str(layout))
 
 
 def in_process_translator(version_directory: Path, variant: str, threads: int, max_batch_size: int, profile_prefix: str = "", device: str = "cpu") -> Translator:
@@ -112,12 +130,15 @@ def in_process_translator(version_directory: Path, variant: str, threads: int, m
     return translator
 
 
-def onnx_greedy(version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str, max_batch_size: int, device: str = "cpu", where: str | None = None) -> Measurement:
+def onnx_greedy(
+    version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str, max_batch_size: int, device: str = "cpu", where: str | None = None, arrival_order: bool = False
+) -> Measurement:
     translator = in_process_translator(version_directory, variant, threads, max_batch_size, device=device)
     translator.translate(texts[: 2 * max_batch_size])  # warm-up: on a GPU, the first run of each shape costs more
     began = time.perf_counter()
-    translations = translator.translate(texts)
-    return Measurement("onnx", model_name, variant, 0, time.perf_counter() - began, translations, layout=where or str(Layout(1, threads)))
+    translations = [text for batch in chunks(texts, max_batch_size) for text in translator.translate(batch)] if arrival_order else translator.translate(texts)
+    setting = variant + (f", {ARRIVAL_ORDER}" if arrival_order else "")
+    return Measurement("onnx", model_name, setting, 0, time.perf_counter() - began, translations, layout=where or str(Layout(1, threads)))
 
 
 def free_port() -> int:

@@ -138,34 +138,41 @@ class GpuReport(Report):
         import matplotlib.pyplot as plt
 
         models = list(dict.fromkeys(m.model for m in self.measurements))
-        figure, axes = plt.subplots(len(models), 2, figsize=(12, 4.5 * len(models)), squeeze=False)
-        for (batches, clients), model in zip(axes, models):
+        figure, axes = plt.subplots(len(models), 3, figsize=(17, 4.8 * len(models)), squeeze=False)
+        for (batches, throughput, latency), model in zip(axes, models):
             for engine, setting in dict.fromkeys((m.engine, m.setting) for m in self.measurements if m.model == model and m.engine != "server" and m.layout != CPU_REFERENCE):
                 runs = [(b, self.at_batch(model, engine, setting, b)) for b in self.batch_sizes]
                 runs = [(b, m) for b, m in runs if m is not None]
                 batches.plot([b for b, _ in runs], [self.sentences_per_second(m) for _, m in runs], marker="o", label=f"{engine} {setting}")
             cpu = self.best(model, "onnx", "fp32", CPU_REFERENCE)
             if cpu is not None:
-                batches.axhline(self.sentences_per_second(cpu), linestyle="--", color="grey", linewidth=1, label=f"ONNX fp32, {os.cpu_count()} CPU cores")
+                batches.axhline(self.sentences_per_second(cpu), linestyle="--", color="grey", linewidth=1, label=f"onnx fp32 on {os.cpu_count()} CPU cores")
             batches.set_xlabel("sentences per batch (in-process)")
-            batches.set_title(f"{model}: throughput vs batch size")
-            latency = clients.twinx()
-            for layout in dict.fromkeys(m.layout for m in self.measurements if m.model == model and m.engine == "server"):
-                for policy, marker in (("dynamic", "o"), ("inflight", "s")):
+            batches.set_ylabel("sentences/s")
+            batches.set_title(f"{model}: in-process throughput vs batch size")
+            server_layouts = list(dict.fromkeys(m.layout for m in self.measurements if m.model == model and m.engine == "server"))
+            if not server_layouts:
+                throughput.set_visible(False)
+                latency.set_visible(False)
+            for layout in server_layouts:
+                for policy, style in (("dynamic", "-"), ("inflight", "--")):
                     runs = sorted((m for m in self.measurements if m.model == model and m.engine == "server" and (m.setting, m.layout) == (policy, layout)), key=lambda m: m.concurrency)
                     if runs:
                         levels = [m.concurrency for m in runs]
-                        line = clients.plot(levels, [self.sentences_per_second(m) for m in runs], marker=marker, label=f"{policy}, {layout}")[0]
-                        latency.plot(levels, [1000 * m.percentile(0.99) for m in runs], linestyle=":", marker=marker, color=line.get_color())
+                        label = f"{policy}, {layout.split(', up to')[0]}"
+                        throughput.plot(levels, [self.sentences_per_second(m) for m in runs], style, marker="o", label=label)
+                        latency.plot(levels, [1000 * m.percentile(0.99) for m in runs], style, marker="o", label=label)
+            throughput.set_ylabel("sentences/s")
+            throughput.set_title(f"{model}: gRPC server throughput")
+            latency.set_ylabel("p99 latency per request, ms")
             latency.set_yscale("log")
-            latency.set_ylabel("p99 latency, ms (dotted)")
-            clients.set_xlabel("concurrent clients (one sentence per request)")
-            clients.set_title(f"{model}: gRPC server on the GPU")
-            for axis in (batches, clients):
+            latency.set_title(f"{model}: gRPC server p99 latency")
+            for axis in (throughput, latency):
+                axis.set_xlabel("concurrent clients (one sentence per request)")
+            for axis in (batches, throughput, latency):
                 axis.set_xscale("log", base=2)
-                axis.set_ylabel("sentences/s")
                 axis.grid(alpha=0.3)
-                axis.legend(fontsize=7, loc="upper left")
+                axis.legend(fontsize=7)
         figure.tight_layout()
         path = directory / "bench-gpu.png"
         figure.savefig(path, dpi=110)
