@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.__main__ import MODELS, progress
 from bench.engines import (
+    ARRIVAL_ORDER,
     ROOT,
     Layout,
     Measurement,
@@ -88,8 +89,11 @@ class GpuReport(Report):
         for model in dict.fromkeys(m.model for m in self.measurements):
             for batch in self.batch_sizes:
                 ratio(model, f"ONNX fp16 / fp32, batches of {batch}", self.at_batch(model, "onnx", "fp16", batch), self.at_batch(model, "onnx", "fp32", batch))
+            largest = max(self.batch_sizes)
             for variant in ("fp32", "fp16"):
-                ratio(model, f"ONNX {variant}: batches of {max(self.batch_sizes)} / of {min(self.batch_sizes)}", self.at_batch(model, "onnx", variant, max(self.batch_sizes)), self.at_batch(model, "onnx", variant, min(self.batch_sizes)))
+                ratio(model, f"ONNX {variant}: batches of {largest} / of {min(self.batch_sizes)}", self.at_batch(model, "onnx", variant, largest), self.at_batch(model, "onnx", variant, min(self.batch_sizes)))
+                arrival = self.at_batch(model, "onnx", f"{variant}, {ARRIVAL_ORDER}", largest)
+                ratio(model, f"ONNX {variant}, batches of {largest}: {ARRIVAL_ORDER} / sorted by length", arrival, self.at_batch(model, "onnx", variant, largest))
             on_gpu = [m for m in self.measurements if m.model == model and m.engine == "onnx" and m.layout != CPU_REFERENCE]
             best = max(on_gpu, key=self.sentences_per_second, default=None)
             if best is None:
@@ -105,7 +109,10 @@ class GpuReport(Report):
                 variant = layout.split(", ")[1]
                 same = max((m for m in on_gpu if m.setting == variant), key=self.sentences_per_second, default=None)
                 if same is not None:
-                    ratio(model, f"server {layout} at its best ({server.setting}, {server.concurrency} clients) / ONNX {variant} in-process at its best ({same.layout}): cost of serving", server, same)
+                    ratio(model, f"server {layout} at its best ({server.setting}, {server.concurrency} clients) / ONNX {variant} in-process at its best ({same.layout})", server, same)
+                largest = max(self.batch_sizes)
+                arrival = self.at_batch(model, "onnx", f"{variant}, {ARRIVAL_ORDER}", largest)
+                ratio(model, f"server {layout} at its best / ONNX {variant} in-process, batches of {largest} {ARRIVAL_ORDER} (the cost of serving)", server, arrival)
                 for policy in self.policies:
                     ratio(model, f"server {policy}, {layout}: 64 clients / 1 client", self.at(model, policy, 64, layout), self.at(model, policy, 1, layout))
                 for concurrency in sorted({m.concurrency for m in self.measurements if m.model == model and m.layout == layout}):
@@ -231,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in args.batch_sizes:
                     progress(f"{name}: ONNX Runtime {variant} on {args.device}, batches of {batch}")
                     report.add(onnx_greedy(version, variant, level(batch), threads, name, batch, args.device, where(args.device, batch)))
+                batch = max(args.batch_sizes)
+                progress(f"{name}: ONNX Runtime {variant} on {args.device}, batches of {batch} {ARRIVAL_ORDER}")
+                report.add(onnx_greedy(version, variant, level(batch), threads, name, batch, args.device, where(args.device, batch), arrival_order=True))
             for precision in args.pytorch:
                 for batch in dict.fromkeys([min(64, max(args.batch_sizes)), max(args.batch_sizes)]):
                     progress(f"{name}: PyTorch eager {precision} on {args.device}, batches of {batch}")
