@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve proto bench test train-tiny train-transformer train-rnn evaluate clean
+.PHONY: install demo serve proto bench bench-gpu test train-tiny train-transformer train-rnn evaluate clean
 
 install: $(STAMP)
 
@@ -35,6 +35,14 @@ proto: install
 # Every engine on the same weights (minutes): docs/BENCHMARKS.md and plots.
 bench: install
 	$(BIN)/python -m bench
+
+# The same on a GPU (a CUDA build of onnxruntime): both models exported with fp16 graphs into
+# models-gpu/ (fp16 parity is checked on the GPU), then docs/BENCHMARKS-GPU.md and its plot.
+bench-gpu: install
+	for model in transformer-en-de rnn-en-de; do \
+		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 1 --variants fp32 fp16 --out models-gpu --overwrite || exit 1; \
+	done
+	$(BIN)/python -m bench.gpu --repository models-gpu
 
 test: install
 	$(BIN)/python -m pytest -q

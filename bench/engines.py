@@ -8,6 +8,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +89,8 @@ def pytorch_greedy(
 ARRIVAL_ORDER = "in arrival order"
 
 
-def chunks(texts: list[str], size: int) -> list[list[str]]:
-    return [texts[i : i + size] for i in range(0, len(texts), size)]
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def ctranslate2_greedy(
@@ -131,14 +132,45 @@ def in_process_translator(version_directory: Path, variant: str, threads: int, m
 
 
 def onnx_greedy(
-    version_directory: Path, variant: str, texts: list[str], threads: int, model_name: str, max_batch_size: int, device: str = "cpu", where: str | None = None, arrival_order: bool = False
+    version_directory: Path,
+    variant: str,
+    texts: list[str],
+    threads: int,
+    model_name: str,
+    max_batch_size: int,
+    device: str = "cpu",
+    where: str | None = None,
+    arrival_order: bool = False,
+    workers: int = 1,
 ) -> Measurement:
+    """Batches of max_batch_size texts, sorted by length (as translate_batch sorts them) or in
+    arrival order; `workers` threads each decode one batch at a time (one session, `threads`
+    threads per operation)."""
     translator = in_process_translator(version_directory, variant, threads, max_batch_size, device=device)
     translator.translate(texts[: 2 * max_batch_size])  # warm-up: on a GPU, the first run of each shape costs more
+    lengths = [len(ids) for ids in translator.encode(texts)]
+    order = list(range(len(texts))) if arrival_order else sorted(range(len(texts)), key=lengths.__getitem__)
+    batches = iter(chunks(order, max_batch_size))
+    translations = [""] * len(texts)
+    taking = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with taking:
+                batch = next(batches, None)
+            if batch is None:
+                return
+            for index, translation in zip(batch, translator.translate([texts[i] for i in batch])):
+                translations[index] = translation
+
     began = time.perf_counter()
-    translations = [text for batch in chunks(texts, max_batch_size) for text in translator.translate(batch)] if arrival_order else translator.translate(texts)
+    running = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
     setting = variant + (f", {ARRIVAL_ORDER}" if arrival_order else "")
-    return Measurement("onnx", model_name, setting, 0, time.perf_counter() - began, translations, layout=where or str(Layout(1, threads)))
+    return Measurement("onnx", model_name, setting, 0, time.perf_counter() - began, translations, layout=where or str(Layout(workers, threads)))
 
 
 def free_port() -> int:

@@ -119,21 +119,18 @@ class Report:
                 ratio(model, f"server at its best ({where}) / CTranslate2 float32 on batches {ARRIVAL_ORDER} (not sorted by length) at its best ({arrival.layout})", server, arrival)
             ratio(model, f"server at its best ({where}) / CTranslate2 int8 at its best", server, self.best(model, "ctranslate2", "int8"))
             ratio(model, f"server at its best ({where}) / PyTorch eager", server, self.best(model, "pytorch"))
-            in_process = self.best(model, "onnx", "fp32")
-            if in_process is not None:
-                layout = in_process.layout
-                ratio(model, f"ONNX in-process fp32 / CTranslate2 float32, both {layout} (the model's computation alone)", in_process, self.best(model, "ctranslate2", "float32", layout))
-                ratio(
-                    model,
-                    f"ONNX in-process fp32 / CTranslate2 float32, both {layout}, both on batches {ARRIVAL_ORDER}",
-                    self.best(model, "onnx", f"fp32, {ARRIVAL_ORDER}"),
-                    self.best(model, "ctranslate2", f"float32, {ARRIVAL_ORDER}", layout),
-                )
+            for layout in self.layouts(model):
+                for order, setting in (("", ""), (f", both on batches {ARRIVAL_ORDER}", f", {ARRIVAL_ORDER}")):
+                    ratio(
+                        model,
+                        f"ONNX in-process fp32 / CTranslate2 float32, both {layout}{order} (the model's computation alone)",
+                        self.best(model, "onnx", f"fp32{setting}", layout),
+                        self.best(model, "ctranslate2", f"float32{setting}", layout),
+                    )
                 for engine, setting in (("onnx", "fp32"), ("ctranslate2", "float32")):
                     ratio(model, f"{engine} {setting} {layout}: batches {ARRIVAL_ORDER} / sorted by length", self.best(model, engine, f"{setting}, {ARRIVAL_ORDER}", layout), self.best(model, engine, setting, layout))
                 same = self.best(model, "server", layout=layout)
-                if same is not None:
-                    ratio(model, f"server at its best with {layout} ({same.setting}, {same.concurrency} clients) / ONNX in-process fp32 {layout} (cost of serving)", same, in_process)
+                ratio(model, f"server at its best with {layout} ({same.setting}, {same.concurrency} clients) / ONNX in-process fp32 {layout} on batches {ARRIVAL_ORDER} (the cost of serving)", same, self.best(model, "onnx", f"fp32, {ARRIVAL_ORDER}", layout))
             for layout in self.layouts(model):
                 for policy in ("dynamic", "inflight"):
                     ratio(model, f"server {policy}, {layout}: 64 clients / 1 client", self.at(model, policy, 64, layout), self.at(model, policy, 1, layout))

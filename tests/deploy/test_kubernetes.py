@@ -77,7 +77,8 @@ def test_the_gpu_overlay_asks_for_one_gpu_and_the_cpu_overlay_for_none() -> None
     gpu, cpu = server_container(render("gpu")), server_container(render("cpu"))
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1 and gpu["image"].endswith(":gpu")
     assert "nvidia.com/gpu" not in cpu["resources"]["limits"] and cpu["image"].endswith(":cpu")
-    assert {e["name"]: e["value"] for e in gpu["env"]}["NMT_DEVICE"] == "cuda"
+    gpu_env = {e["name"]: e["value"] for e in gpu["env"]}
+    assert gpu_env["NMT_DEVICE"] == "cuda" and gpu_env["NMT_DECODE_WORKERS"] == "2"
 
 
 def test_the_queue_depth_autoscaling_example_is_valid_and_names_a_real_metric() -> None:
