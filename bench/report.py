@@ -198,7 +198,9 @@ class Report:
             "",
             f"Machine: {self.machine}.",
             f"Command: `{self.command}` ({len(self.texts)} sentences of Multi30k test2016, greedy, same weights everywhere).",
-            f"Each figure is the fastest of {self.repeats} interleaved rounds over all engines (this shared machine's speed drifts).",
+            f"Each figure is the fastest of {self.repeats} interleaved rounds over all engines (this shared machine's speed drifts)."
+            if self.repeats > 1
+            else "Each figure is from one run.",
             "",
             "## Throughput and latency",
             "",
