@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.__main__ import MODELS, progress
@@ -74,7 +75,12 @@ def fp16_matmul_peak(device: str) -> float:
     return 10 * 2 * 8192**3 / (start.elapsed_time(end) / 1000)
 
 
+@dataclass
 class GpuReport(Report):
+    device: str = "cuda"
+    batch_sizes: list[int] = field(default_factory=list)  # in-process batch sizes measured
+    policies: list[str] = field(default_factory=list)  # the server's batching policies measured
+
     def at_batch(self, model: str, engine: str, setting: str, batch: int) -> Measurement | None:
         return next((m for m in self.measurements if (m.model, m.engine, m.setting, m.layout) == (model, engine, setting, where(self.device, batch))), None)
 
@@ -110,7 +116,6 @@ class GpuReport(Report):
                 same = max((m for m in on_gpu if m.setting == variant), key=self.sentences_per_second, default=None)
                 if same is not None:
                     ratio(model, f"server {layout} at its best ({server.setting}, {server.concurrency} clients) / ONNX {variant} in-process at its best ({same.layout})", server, same)
-                largest = max(self.batch_sizes)
                 arrival = self.at_batch(model, "onnx", f"{variant}, {ARRIVAL_ORDER}", largest)
                 ratio(model, f"server {layout} at its best / ONNX {variant} in-process, batches of {largest} {ARRIVAL_ORDER} (the cost of serving)", server, arrival)
                 for policy in self.policies:
@@ -221,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     texts = (data / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
     references = (data / "test2016.de").read_text(encoding="utf-8").splitlines()[: args.sentences]
     command = "python -m bench.gpu " + shlex.join(argv if argv is not None else sys.argv[1:])
-    report = GpuReport(texts, references, machine_description(args.device), command, layout_header="where", reference_label=f"ONNX fp32 on the CPU ({CPU_REFERENCE})", title="Benchmarks on a GPU")
-    report.device, report.batch_sizes, report.policies = args.device, args.batch_sizes, args.policies
+    report = GpuReport(
+        texts, references, machine_description(args.device), command,
+        layout_header="where", reference_label=f"ONNX fp32 on the CPU ({CPU_REFERENCE})", title="Benchmarks on a GPU",
+        device=args.device, batch_sizes=args.batch_sizes, policies=args.policies,
+    )  # fmt: skip
     report.peak_flops = fp16_matmul_peak(args.device)
     threads = os.cpu_count() or 1
 
