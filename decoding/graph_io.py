@@ -62,7 +62,29 @@ def padded_alike(first: np.ndarray, second: np.ndarray, padding: Padding | None)
 
 def concat_rows(first: np.ndarray, second: np.ndarray, padding: Padding | None) -> np.ndarray:
     """The rows of both, zero-padded to a common length along the padded axis."""
-    return np.concatenate(padded_alike(first, second, padding))
+    return stack_rows([first, second], padding)
+
+
+def stack_rows(arrays: list[np.ndarray], padding: Padding | None) -> np.ndarray:
+    """The rows of all, zero-padded to a common length along the padded axis."""
+    if padding is not None:
+        length = max(array.shape[padding.axis] for array in arrays)
+        arrays = [pad_to(array, padding, length) for array in arrays]
+    return np.concatenate(arrays)
+
+
+def length_groups(lengths: np.ndarray, call_cost_tokens: int, most: int = 8) -> list[np.ndarray]:
+    """Row indices split into groups of similar length, to encode each group padded only to its
+    own longest: of the splits of the length-sorted rows into 1 to `most` equal parts, the one
+    with the fewest padded tokens plus call_cost_tokens per call."""
+    order = np.argsort(lengths, kind="stable")
+    best, best_cost = [order], len(order) * int(lengths.max()) + call_cost_tokens
+    for parts in range(2, min(most, len(order)) + 1):
+        groups = np.array_split(order, parts)
+        cost = sum(len(group) * int(lengths[group[-1]]) for group in groups) + parts * call_cost_tokens
+        if cost < best_cost:
+            best, best_cost = groups, cost
+    return best
 
 
 def place_rows(target: np.ndarray, rows: np.ndarray, incoming: np.ndarray, padding: Padding | None) -> np.ndarray:

@@ -16,11 +16,16 @@ from decoding.graph_io import (
     concat_rows,
     drop_leading,
     initial_cache_shape,
+    length_groups,
     padding_of,
     place_rows,
     present_name,
+    stack_rows,
 )
 from decoding.runtime import CUDA
+
+# What one more encoder call costs, in padded source tokens of work.
+ENCODER_CALL_COST_TOKENS = 64
 from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
     DECODER_MASK,
@@ -33,12 +38,17 @@ from nmt_spec.graph_names import (
 class OnnxSeq2Seq:
     """The two sessions of one model variant."""
 
-    def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, bind_to_device: bool | None = None) -> None:
+    def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, bind_to_device: bool | None = None, pad_id: int | None = None) -> None:
         """bind_to_device: keep encoder outputs and caches in the sessions' device memory between
-        steps (IOBinding); None: on CUDA only, where it saves two host copies per step."""
+        steps (IOBinding); None: on CUDA only, where it saves two host copies per step.
+        pad_id: the padding of source batches; given, a batch of mixed lengths is encoded in
+        groups of similar length (on the host)."""
         self.encoder = encoder
         self.decoder = decoder
-        encoder_outputs = {o.name for o in encoder.get_outputs()}
+        self.pad_id = pad_id
+        self.encoder_outputs = [o.name for o in encoder.get_outputs()]
+        self.encoder_padding = {o.name: padding_of(o.shape) for o in encoder.get_outputs()}
+        encoder_outputs = set(self.encoder_outputs)
         self.decoder_outputs = [o.name for o in decoder.get_outputs()]
         self.constant_inputs: list[str] = []
         self.state_inputs: dict[str, list[int | str]] = {}  # past_* name -> declared shape
@@ -62,6 +72,22 @@ class OnnxSeq2Seq:
         self.row_selector = None
         if bind_to_device or (bind_to_device is None and on_cuda):
             self.row_selector = DeviceRowSelector("cuda", int(decoder.get_provider_options()[CUDA]["device_id"])) if on_cuda else DeviceRowSelector("cpu")
+
+    def encode(self, source_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The encoder's outputs for a padded (B, S) batch. Sentences arrive in any order, and a
+        batch padded to its longest sentence doubles the encoder's work (test2016 in batches of
+        64 as it comes: 1.98x the real tokens); groups of similar length are encoded apart and
+        their outputs padded back together."""
+        if self.pad_id is None:
+            return dict(zip(self.encoder_outputs, self.encoder.run(None, {ENCODER_INPUT_IDS: source_ids})))
+        lengths = (source_ids != self.pad_id).sum(axis=1)
+        groups = length_groups(lengths, ENCODER_CALL_COST_TOKENS)
+        parts = [self.encoder.run(None, {ENCODER_INPUT_IDS: source_ids[group, : lengths[group[-1]]]}) for group in groups]
+        original_order = np.argsort(np.concatenate(groups))
+        return {
+            name: stack_rows([part[index] for part in parts], self.encoder_padding[name])[original_order]
+            for index, name in enumerate(self.encoder_outputs)
+        }
 
     def split_encoded(self, encoded: dict, batch: int, empty_cache) -> tuple[dict, dict]:
         """The decoder's constant inputs and first state from the encoder's outputs; caches that
@@ -102,9 +128,7 @@ class OnnxSeq2Seq:
 class OnnxIncrementalDecoder:
     def __init__(self, model: OnnxSeq2Seq, source_ids: np.ndarray) -> None:
         self.model = model
-        names = [o.name for o in model.encoder.get_outputs()]
-        encoded = dict(zip(names, model.encoder.run(None, {ENCODER_INPUT_IDS: source_ids})))
-        self.constants, self.state = model.split_encoded(encoded, source_ids.shape[0], lambda zeros: zeros)
+        self.constants, self.state = model.split_encoded(model.encode(source_ids), source_ids.shape[0], lambda zeros: zeros)
         self.rows = RowPositions(source_ids.shape[0])
 
     def step(self, tokens: np.ndarray) -> np.ndarray:

@@ -63,7 +63,7 @@ class Translator:
                 raise ManifestError(f"{path}: ONNX Runtime cannot load it: {str(error).strip()[:300]}") from error
             check_io(session, info, path)
             sessions.append(session)
-        return cls(OnnxSeq2Seq(*sessions), manifest.spec, tokenizer)
+        return cls(OnnxSeq2Seq(*sessions, pad_id=manifest.spec.special_ids.pad), manifest.spec, tokenizer)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer.encode_batch(texts)

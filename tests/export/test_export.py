@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from decoding.batching import SearchOptions, make_search, pad_ids
+from decoding.graph_io import length_groups
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import CUDA, RuntimeConfig, cuda_device_present
 from decoding.search import GreedySearch, RunningBatch
@@ -198,6 +199,32 @@ def test_graphs_on_cuda_translate_as_on_the_cpu(exported: dict, architecture: st
     # fp32 differs too: ONNX Runtime's CUDA provider multiplies fp32 matrices in TF32 by default
     # (measured on an H200: up to 8e-3 on these log-probabilities)
     np.testing.assert_allclose(got, expected, atol=2e-2 if variant == "fp32" else 5e-2)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_batch_of_mixed_lengths_is_encoded_in_groups_with_the_same_outputs(exported: dict, architecture: str) -> None:
+    _, version = exported[architecture]
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    special = translator.spec.special_ids
+    short, long = translator.encode(["A dog."]), translator.encode(["Two men in red shirts are playing football on a green field."])
+    sources = pad_ids((short + long) * 8, special.pad)  # lengths alternate: 8 short rows, 8 long ones
+    lengths = (sources != special.pad).sum(axis=1)
+    groups = length_groups(lengths, call_cost_tokens=4)
+    assert len(groups) == 2 and all(len(set(lengths[group])) == 1 for group in groups)
+    grouped = translator.model.encode(sources)
+    padded = OnnxSeq2Seq(translator.model.encoder, translator.model.decoder).encode(sources)
+    assert grouped.keys() == padded.keys()
+    for name, value in padded.items():
+        padding = translator.model.encoder_padding[name]
+        for row, length in enumerate(lengths):  # padded positions are masked: only real ones count
+            real = (row,) if padding is None else (row, *[slice(None)] * (padding.axis - 1), slice(0, length))
+            np.testing.assert_allclose(grouped[name][real], value[real], atol=1e-5, err_msg=name)
+
+
+def test_length_groups_split_only_when_padding_costs_more_than_a_call() -> None:
+    assert [group.tolist() for group in length_groups(np.array([3, 30, 4, 31]), call_cost_tokens=4)] == [[0, 2], [1, 3]]
+    assert len(length_groups(np.array([3, 30, 4, 31]), call_cost_tokens=100)) == 1
+    assert len(length_groups(np.array([7, 7, 7, 7]), call_cost_tokens=1)) == 1
 
 
 def test_empty_cache_has_no_past_positions(exported: dict) -> None:
