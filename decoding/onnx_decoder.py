@@ -23,9 +23,6 @@ from decoding.graph_io import (
     stack_rows,
 )
 from decoding.runtime import CUDA
-
-# What one more encoder call costs, in padded source tokens of work.
-ENCODER_CALL_COST_TOKENS = 64
 from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
     DECODER_MASK,
@@ -33,6 +30,9 @@ from nmt_spec.graph_names import (
     LOG_PROBS,
     POSITION_IDS,
 )
+
+# What one more encoder call costs, in padded source tokens of work.
+ENCODER_CALL_COST_TOKENS = 64
 
 
 class OnnxSeq2Seq:
