@@ -33,9 +33,12 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def cpu_name() -> str:
+    return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+
+
 def machine_description(threads: int) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores visible, {threads} threads per engine, Python {platform.python_version()}, no GPU"
+    return f"{cpu_name()}, {os.cpu_count()} cores visible, {threads} threads per engine, Python {platform.python_version()}, no GPU"
 
 
 def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: Path, converted: dict[str, Path], label: str) -> None:

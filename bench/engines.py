@@ -148,8 +148,11 @@ def onnx_greedy(
     threads per operation)."""
     translator = in_process_translator(version_directory, variant, threads, max_batch_size, device=device)
     translator.translate(texts[: 2 * max_batch_size])  # warm-up: on a GPU, the first run of each shape costs more
-    lengths = [len(ids) for ids in translator.encode(texts)]
-    order = list(range(len(texts))) if arrival_order else sorted(range(len(texts)), key=lengths.__getitem__)
+    if arrival_order:
+        order = list(range(len(texts)))
+    else:
+        lengths = [len(ids) for ids in translator.encode(texts)]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
     batches = iter(chunks(order, max_batch_size))
     translations = [""] * len(texts)
     taking = threading.Lock()

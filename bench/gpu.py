@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.__main__ import MODELS, progress
+from bench.__main__ import MODELS, cpu_name, progress
 from bench.engines import (
     ARRIVAL_ORDER,
     ROOT,
@@ -31,7 +31,7 @@ from bench.engines import (
     server_load,
 )
 from bench.flops import flops_per_generated_token
-from bench.report import Report
+from bench.report import RatioTable, Report
 
 # A lone sentence per batch (or per client) is slow: such levels run on this many sentences per
 # row of the batch, so every level takes seconds, not minutes.
@@ -51,9 +51,8 @@ def gpu_description() -> str:
 def machine_description(device: str) -> str:
     import onnxruntime
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
     where = gpu_description() if device == "cuda" else "no GPU (the smoke run on the CPU)"
-    return f"{where}; {cpu}, {os.cpu_count()} cores; onnxruntime {onnxruntime.__version__} ({onnxruntime.get_device()}), Python {platform.python_version()}"
+    return f"{where}; {cpu_name()}, {os.cpu_count()} cores; onnxruntime {onnxruntime.__version__} ({onnxruntime.get_device()}), Python {platform.python_version()}"
 
 
 def fp16_matmul_peak(device: str) -> float:
@@ -79,18 +78,13 @@ def fp16_matmul_peak(device: str) -> float:
 class GpuReport(Report):
     device: str = "cuda"
     batch_sizes: list[int] = field(default_factory=list)  # in-process batch sizes measured
-    policies: list[str] = field(default_factory=list)  # the server's batching policies measured
 
     def at_batch(self, model: str, engine: str, setting: str, batch: int) -> Measurement | None:
         return next((m for m in self.measurements if (m.model, m.engine, m.setting, m.layout) == (model, engine, setting, where(self.device, batch))), None)
 
     def ratios(self) -> str:
-        lines = ["| model | comparison | ratio |", "|---|---|---:|"]
-
-        def ratio(model: str, label: str, a: Measurement | None, b: Measurement | None, value=None) -> None:
-            value = value or self.sentences_per_second
-            if a is not None and b is not None:
-                lines.append(f"| {model} | {label} | {value(a) / value(b):.2f}x |")
+        table = RatioTable(self.sentences_per_second)
+        ratio = table.add
 
         for model in dict.fromkeys(m.model for m in self.measurements):
             for batch in self.batch_sizes:
@@ -118,13 +112,8 @@ class GpuReport(Report):
                     ratio(model, f"server {layout} at its best ({server.setting}, {server.concurrency} clients) / ONNX {variant} in-process at its best ({same.layout})", server, same)
                 arrival = self.at_batch(model, "onnx", f"{variant}, {ARRIVAL_ORDER}", largest)
                 ratio(model, f"server {layout} at its best / ONNX {variant} in-process, batches of {largest} {ARRIVAL_ORDER} (the cost of serving)", server, arrival)
-                for policy in self.policies:
-                    ratio(model, f"server {policy}, {layout}: 64 clients / 1 client", self.at(model, policy, 64, layout), self.at(model, policy, 1, layout))
-                for concurrency in sorted({m.concurrency for m in self.measurements if m.model == model and m.layout == layout}):
-                    inflight, dynamic = self.at(model, "inflight", concurrency, layout), self.at(model, "dynamic", concurrency, layout)
-                    ratio(model, f"in-flight / dynamic throughput, {layout}, {concurrency} clients", inflight, dynamic)
-                    ratio(model, f"in-flight / dynamic p99 latency, {layout}, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
-        return "\n".join(lines)
+                self.policy_ratios(table, model, layout)
+        return str(table)
 
     def utilisation(self) -> str:
         if not self.peak_flops:
@@ -229,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     report = GpuReport(
         texts, references, machine_description(args.device), command,
         layout_header="where", reference_label=f"ONNX fp32 on the CPU ({CPU_REFERENCE})", title="Benchmarks on a GPU",
-        device=args.device, batch_sizes=args.batch_sizes, policies=args.policies,
+        device=args.device, batch_sizes=args.batch_sizes,
     )  # fmt: skip
     report.peak_flops = fp16_matmul_peak(args.device)
     threads = os.cpu_count() or 1

@@ -15,6 +15,23 @@ FlopsFunction = Callable[[float, float], float]
 
 
 @dataclass
+class RatioTable:
+    """Ratios a / b as markdown rows, of `default` (e.g. sentences per second) unless a row says
+    otherwise; a comparison with a side that was not measured is left out."""
+
+    default: Callable[[Measurement], float]
+    lines: list[str] = field(default_factory=lambda: ["| model | comparison | ratio |", "|---|---|---:|"])
+
+    def add(self, model: str, label: str, a: Measurement | None, b: Measurement | None, value: Callable[[Measurement], float] | None = None) -> None:
+        value = value or self.default
+        if a is not None and b is not None:
+            self.lines.append(f"| {model} | {label} | {value(a) / value(b):.2f}x |")
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
 class Report:
     texts: list[str]
     references: list[str]
@@ -96,13 +113,18 @@ class Report:
     def layouts(self, model: str) -> list[str]:
         return list(dict.fromkeys(m.layout for m in self.measurements if m.model == model and m.engine == "server"))
 
+    def policy_ratios(self, table: RatioTable, model: str, layout: str) -> None:
+        """The server's 64 clients against one, and in-flight against dynamic batching at each load."""
+        for policy in ("dynamic", "inflight"):
+            table.add(model, f"server {policy}, {layout}: 64 clients / 1 client", self.at(model, policy, 64, layout), self.at(model, policy, 1, layout))
+        for concurrency in sorted({m.concurrency for m in self.measurements if m.model == model and m.engine == "server" and m.layout == layout}):
+            inflight, dynamic = self.at(model, "inflight", concurrency, layout), self.at(model, "dynamic", concurrency, layout)
+            table.add(model, f"in-flight / dynamic throughput, {layout}, {concurrency} clients", inflight, dynamic)
+            table.add(model, f"in-flight / dynamic p99 latency, {layout}, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
+
     def ratios(self) -> str:
-        lines = ["| model | comparison | ratio |", "|---|---|---:|"]
-
-        def ratio(model: str, label: str, a: Measurement | None, b: Measurement | None, value=None) -> None:
-            if a is not None and b is not None:
-                lines.append(f"| {model} | {label} | {(value or self.sentences_per_second)(a) / (value or self.sentences_per_second)(b):.2f}x |")
-
+        table = RatioTable(self.sentences_per_second)
+        ratio = table.add
         for model in dict.fromkeys(m.model for m in self.measurements):
             server = self.best(model, "server")
             if server is None:
@@ -132,14 +154,8 @@ class Report:
                 same = self.best(model, "server", layout=layout)
                 ratio(model, f"server at its best with {layout} ({same.setting}, {same.concurrency} clients) / ONNX in-process fp32 {layout} on batches {ARRIVAL_ORDER} (the cost of serving)", same, self.best(model, "onnx", f"fp32, {ARRIVAL_ORDER}", layout))
             for layout in self.layouts(model):
-                for policy in ("dynamic", "inflight"):
-                    ratio(model, f"server {policy}, {layout}: 64 clients / 1 client", self.at(model, policy, 64, layout), self.at(model, policy, 1, layout))
-                concurrencies = sorted({m.concurrency for m in self.measurements if m.model == model and m.engine == "server" and m.layout == layout})
-                for concurrency in concurrencies:
-                    inflight, dynamic = self.at(model, "inflight", concurrency, layout), self.at(model, "dynamic", concurrency, layout)
-                    ratio(model, f"in-flight / dynamic throughput, {layout}, {concurrency} clients", inflight, dynamic)
-                    ratio(model, f"in-flight / dynamic p99 latency, {layout}, {concurrency} clients (below 1: in-flight better)", inflight, dynamic, value=lambda m: m.percentile(0.99))
-        return "\n".join(lines)
+                self.policy_ratios(table, model, layout)
+        return str(table)
 
     def utilisation(self) -> str:
         lines = [f"Measured fp32 matmul peak: {self.peak_flops / 1e9:.1f} GFLOP/s.", "", "| model | engine | GFLOP per 1,000 target tokens | achieved GFLOP/s | fraction of peak |", "|---|---|---:|---:|---:|"]

@@ -67,11 +67,10 @@ class BoundIncrementalDecoder:
         self.device, self.device_id = selector.device, selector.device_id
         binding = model.encoder.io_binding()
         binding.bind_cpu_input(ENCODER_INPUT_IDS, np.ascontiguousarray(source_ids, dtype=np.int64))
-        names = [o.name for o in model.encoder.get_outputs()]
-        for name in names:
+        for name in model.encoder_outputs:
             binding.bind_output(name, self.device, self.device_id)
         model.encoder.run_with_iobinding(binding)
-        encoded = dict(zip(names, binding.get_outputs()))
+        encoded = dict(zip(model.encoder_outputs, binding.get_outputs()))
         self.constants, self.state = model.split_encoded(
             encoded,
             source_ids.shape[0],

@@ -78,10 +78,10 @@ class OnnxSeq2Seq:
         batch padded to its longest sentence doubles the encoder's work (test2016 in batches of
         64 as it comes: 1.98x the real tokens); groups of similar length are encoded apart and
         their outputs padded back together."""
-        if self.pad_id is None:
+        lengths = (source_ids != self.pad_id).sum(axis=1) if self.pad_id is not None else None
+        groups = length_groups(lengths, ENCODER_CALL_COST_TOKENS) if lengths is not None else []
+        if len(groups) <= 1:  # lengths alike, or padding unknown: the batch as it is
             return dict(zip(self.encoder_outputs, self.encoder.run(None, {ENCODER_INPUT_IDS: source_ids})))
-        lengths = (source_ids != self.pad_id).sum(axis=1)
-        groups = length_groups(lengths, ENCODER_CALL_COST_TOKENS)
         parts = [self.encoder.run(None, {ENCODER_INPUT_IDS: source_ids[group, : lengths[group[-1]]]}) for group in groups]
         original_order = np.argsort(np.concatenate(groups))
         return {
