@@ -73,6 +73,11 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
                 for concurrency in levels:
                     progress(f"{label}: server, {policy} batching, {layout} workers x threads, {concurrency} clients")
                     report.add(server_load(server, texts, concurrency, name, policy))
+                if policy == "dynamic" and args.paragraph > 1:
+                    # as many sentences in flight as the most clients send one by one
+                    clients = max(1, max(args.concurrency) // args.paragraph)
+                    progress(f"{label}: server, {policy} batching, {layout} workers x threads, {clients} clients of {args.paragraph} sentences per request")
+                    report.add(server_load(server, texts, clients, name, policy, args.paragraph))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=1000, help="first N sentences of data/multi30k/<split>.en")
     parser.add_argument("--split", default="test2016")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64, 256], help="server load levels (clients, one sentence per request)")
+    parser.add_argument(
+        "--paragraph", type=int, default=8,
+        help="also load the server (dynamic batching) with clients sending this many sentences per request, as a client translating paragraphs does; 1: not",
+    )  # fmt: skip
     parser.add_argument("--policies", nargs="+", default=["dynamic", "inflight"], choices=["dynamic", "inflight"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads each engine may use")
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.layouts = args.layouts or list(dict.fromkeys([Layout(1, args.threads), Layout(args.threads, 1)]))
     if args.smoke:
-        args.sentences, args.concurrency, args.repeats = 8, [1, 4], 1
+        args.sentences, args.concurrency, args.repeats, args.paragraph = 8, [1, 4], 1, min(args.paragraph, 2)
 
     data = ROOT / "data" / "multi30k"
     texts = (data / f"{args.split}.en").read_text(encoding="utf-8").splitlines()[: args.sentences]

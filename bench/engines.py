@@ -51,10 +51,11 @@ class Measurement:
     latencies: list[float] = field(default_factory=list)  # per request (server)
     client_cpu_share: float | None = None  # cores the load generator took (server)
     layout: str = ""  # str(Layout)
+    sentences_per_request: int = 1  # (server) a client translating paragraphs sends several
 
     @property
-    def key(self) -> tuple[str, str, str, str, int]:
-        return self.engine, self.model, self.setting, self.layout, self.concurrency
+    def key(self) -> tuple[str, str, str, str, int, int]:
+        return self.engine, self.model, self.setting, self.layout, self.concurrency, self.sentences_per_request
 
     def percentile(self, fraction: float) -> float | None:
         return percentile(self.latencies, fraction) if self.latencies else None
@@ -210,9 +211,12 @@ class ServerProcess:
         self.process.wait(60)
 
 
-def server_load(server: ServerProcess, texts: list[str], concurrency: int, model_name: str, policy: str) -> Measurement:
+def server_load(server: ServerProcess, texts: list[str], concurrency: int, model_name: str, policy: str, sentences_per_request: int = 1) -> Measurement:
     asyncio.run(run_load(server.target, texts[:8], min(concurrency, 8)))  # warm-up
-    result = asyncio.run(run_load(server.target, texts, concurrency))
+    result = asyncio.run(run_load(server.target, texts, concurrency, sentences_per_request=sentences_per_request))
     if result.errors:
-        raise RuntimeError(f"{result.errors} requests failed at concurrency {concurrency}")
-    return Measurement("server", model_name, policy, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share, str(server.layout))
+        raise RuntimeError(f"{result.errors} sentences failed at concurrency {concurrency}")
+    setting = policy if sentences_per_request == 1 else f"{policy}, {sentences_per_request} sentences per request"
+    return Measurement(
+        "server", model_name, setting, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share, str(server.layout), sentences_per_request
+    )

@@ -1,5 +1,6 @@
-"""Load generator: N concurrent gRPC clients, each sending one sentence per request, over a
-fixed list of sentences; reports throughput and latency percentiles.
+"""Load generator: N concurrent gRPC clients, each sending one sentence per request (or a
+paragraph of several), over a fixed list of sentences; reports throughput and latency
+percentiles.
 
     python -m bench.load --target localhost:50051 --concurrency 1 16 64 --sentences 1000
 """
@@ -33,6 +34,7 @@ class LoadResult:
     latencies: list[float]
     translations: list[str]
     client_cpu_seconds: float  # what the load generator itself used of the same machine
+    sentences_per_request: int = 1
 
     @property
     def client_cpu_share(self) -> float:
@@ -51,35 +53,36 @@ class LoadResult:
         return percentile(self.latencies, fraction)
 
 
-async def run_load(target: str, texts: list[str], concurrency: int, model: str = "", timeout: float = 120.0) -> LoadResult:
-    """Each of `concurrency` workers takes the next sentence until none is left."""
+async def run_load(target: str, texts: list[str], concurrency: int, model: str = "", timeout: float = 120.0, sentences_per_request: int = 1) -> LoadResult:
+    """Each of `concurrency` workers sends the next `sentences_per_request` sentences until none
+    are left; latencies are per request, errors count failed sentences."""
     translations = [""] * len(texts)
     latencies: list[float] = []
     errors = 0
     output_tokens = 0
-    next_index = 0
+    starts = iter(range(0, len(texts), sentences_per_request))
     async with grpc.aio.insecure_channel(target) as channel:
         stub = translator_pb2_grpc.TranslatorStub(channel)
 
         async def worker() -> None:
-            nonlocal next_index, errors, output_tokens
-            while next_index < len(texts):
-                index = next_index
-                next_index += 1
+            nonlocal errors, output_tokens
+            for first in starts:
+                sent = texts[first : first + sentences_per_request]
                 began = time.perf_counter()
                 try:
-                    response = await stub.Translate(pb.TranslateRequest(model=model, texts=[texts[index]]), timeout=timeout)
+                    response = await stub.Translate(pb.TranslateRequest(model=model, texts=sent), timeout=timeout)
                 except grpc.aio.AioRpcError:
-                    errors += 1
+                    errors += len(sent)
                     continue
                 latencies.append(time.perf_counter() - began)
-                translations[index] = response.translations[0].text
-                output_tokens += response.translations[0].output_tokens
+                for index, translation in enumerate(response.translations, first):
+                    translations[index] = translation.text
+                    output_tokens += translation.output_tokens
 
         began, cpu_before = time.perf_counter(), _cpu_seconds()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_before
-    return LoadResult(concurrency, len(texts) - errors, errors, seconds, output_tokens, latencies, translations, cpu)
+    return LoadResult(concurrency, len(texts) - errors, errors, seconds, output_tokens, latencies, translations, cpu, sentences_per_request)
 
 
 def _cpu_seconds() -> float:
@@ -112,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="model name; empty: the server's default")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent clients, one run each")
     parser.add_argument("--sentences", type=int, default=1000, help="sentences per run, from --input")
+    parser.add_argument("--sentences-per-request", type=int, default=1, help="sentences each request carries (a client translating paragraphs sends several)")
     parser.add_argument("--input", type=Path, default=DEFAULT_SENTENCES, help="one sentence per line")
     args = parser.parse_args(argv)
     texts = [line for line in args.input.read_text(encoding="utf-8").splitlines() if line.strip()][: args.sentences]
     results = []
     for concurrency in args.concurrency:
         print(f"concurrency {concurrency}: {len(texts)} sentences ...", file=sys.stderr, flush=True)
-        results.append(asyncio.run(run_load(args.target, texts, concurrency, args.model)))
+        results.append(asyncio.run(run_load(args.target, texts, concurrency, args.model, sentences_per_request=args.sentences_per_request)))
     print(format_table(results))
     mean = statistics.mean(r.sentences_per_second for r in results)
     print(f"\nmean over runs: {mean:.1f} sentences/s", file=sys.stderr)

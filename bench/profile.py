@@ -51,20 +51,21 @@ def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
     return threads
 
 
-def server_threads(model: str, texts: list[str], layout: Layout, clients: int, scratch: Path) -> tuple[float, list[tuple[str, float]]]:
-    """Wall seconds of one load run, and the CPU seconds each server thread spent in it."""
+def server_threads(model: str, texts: list[str], layout: Layout, clients: int, scratch: Path, sentences_per_request: int = 1) -> tuple[float, float, list[tuple[str, float]]]:
+    """Wall seconds of one load run, the load generator's CPU seconds, and the CPU seconds each
+    server thread spent in it."""
     with ServerProcess(model, "dynamic", layout, free_port(), scratch / "server.log", []) as server:
         asyncio.run(run_load(server.target, texts[:200], clients))  # warm-up
         pid = server.process.pid
         before = thread_cpu_seconds(pid)
-        result = asyncio.run(run_load(server.target, texts, clients))
+        result = asyncio.run(run_load(server.target, texts, clients, sentences_per_request=sentences_per_request))
         after = thread_cpu_seconds(pid)
     spent = []
     for tid, (name, seconds) in after.items():
         label = "main thread (asyncio event loop: gRPC, protobuf, tokenization)" if tid == pid else name
         spent.append((label, seconds - before.get(tid, (name, 0.0))[1]))
     spent.sort(key=lambda entry: -entry[1])
-    return result.seconds, spent
+    return result.seconds, result.client_cpu_seconds, spent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=64, help="sentences per batch, in-process and in the server")
     parser.add_argument("--layout", type=Layout.parse, default=Layout(2, 1), help="the server's decode workers x ONNX Runtime threads")
     parser.add_argument("--clients", type=int, default=256, help="concurrent clients of the load run")
+    parser.add_argument("--sentences-per-request", type=int, default=1, help="sentences each client request carries")
     args = parser.parse_args(argv)
     texts = (ROOT / "data" / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
     with tempfile.TemporaryDirectory() as directory:
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] ONNX Runtime profile, {len(texts)} sentences in-process ...", file=sys.stderr, flush=True)
         times = operator_times(args.model, texts, args.threads, args.max_batch_size, scratch)
         print(f"[{time.strftime('%H:%M:%S')}] server ({args.layout}) under {args.clients} clients ...", file=sys.stderr, flush=True)
-        wall, threads = server_threads(args.model, texts, args.layout, args.clients, scratch)
+        wall, client_cpu, threads = server_threads(args.model, texts, args.layout, args.clients, scratch, args.sentences_per_request)
     total = sum(sum(kernels.values()) for kernels in times.values())
     print(f"## ONNX Runtime kernel time, {args.model}, {len(texts)} sentences in batches of {args.max_batch_size}, {args.threads} thread(s)\n")
     print("| graph | operator | seconds | share of all kernel time |\n|---|---|---:|---:|")
@@ -90,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         for operator, seconds in kernels.most_common():
             if seconds / total >= 0.005:
                 print(f"| {graph} | {operator} | {seconds:.3f} | {seconds / total:.1%} |")
-    print(f"\n## Server CPU per thread, {len(texts)} sentences, {args.clients} clients, {args.layout} workers x threads: {wall:.2f} s of wall time\n")
+    cores = os.cpu_count() or 1
+    print(
+        f"\n## Server CPU per thread, {len(texts)} sentences, {args.clients} clients x {args.sentences_per_request} sentence(s) per request, {args.layout} workers x threads:"
+        f" {wall:.2f} s of wall time, {cores * wall:.2f} core-seconds on {cores} cores\n"
+    )
     print("| thread | CPU seconds | per sentence |\n|---|---:|---:|")
-    for label, seconds in threads:
+    for label, seconds in [*threads, ("the load generator (another process on the same cores)", client_cpu)]:
         if seconds >= 0.01:
             print(f"| {label} | {seconds:.2f} | {1000 * seconds / len(texts):.2f} ms |")
     return 0

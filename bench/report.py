@@ -94,16 +94,19 @@ class Report:
             same = f"{sum(a == b for a, b in zip(m.translations, reference)) / compared:.1%}" if compared else "-"
             percentiles = [m.percentile(q) for q in (0.5, 0.9, 0.99)]
             shown = " | ".join("-" if p is None else f"{1000 * p:.0f}" for p in percentiles)
-            clients = str(m.concurrency) if m.concurrency else "batch"
+            clients = (str(m.concurrency) if m.sentences_per_request == 1 else f"{m.concurrency} x {m.sentences_per_request} sentences") if m.concurrency else "batch"
             client_cpu = "-" if m.client_cpu_share is None else f"{m.client_cpu_share:.0%} of a core"
             lines.append(
                 f"| {m.engine} | {m.model} | {m.setting} | {m.layout} | {clients} | {len(m.translations)} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {client_cpu} | {self.bleu(m):.2f} | {same} |"
             )
         return "\n".join(lines)
 
-    def best(self, model: str, engine: str, setting: str | None = None, layout: str | None = None) -> Measurement | None:
+    def best(self, model: str, engine: str, setting: str | None = None, layout: str | None = None, sentences_per_request: int = 1) -> Measurement | None:
+        """The fastest measurement that matches; of the server, with one sentence per request
+        unless asked otherwise."""
         candidates = [
-            m for m in self.measurements if m.model == model and m.engine == engine and setting in (None, m.setting) and layout in (None, m.layout)
+            m for m in self.measurements
+            if m.model == model and m.engine == engine and setting in (None, m.setting) and layout in (None, m.layout) and m.sentences_per_request == sentences_per_request
         ]  # fmt: skip
         return max(candidates, key=self.sentences_per_second, default=None)
 
@@ -139,6 +142,15 @@ class Report:
             arrival = self.best(model, "ctranslate2", f"float32, {ARRIVAL_ORDER}")
             if arrival is not None:
                 ratio(model, f"server at its best ({where}) / CTranslate2 float32 on batches {ARRIVAL_ORDER} (not sorted by length) at its best ({arrival.layout})", server, arrival)
+            for paragraph in sorted({m.sentences_per_request for m in self.measurements if m.model == model and m.engine == "server"} - {1}):
+                batched = self.best(model, "server", sentences_per_request=paragraph)
+                ratio(
+                    model,
+                    f"server with {paragraph} sentences per request at its best ({batched.setting}, {batched.layout}, {batched.concurrency} clients) / CTranslate2 float32 translate_batch at its best",
+                    batched,
+                    ctranslate2,
+                )
+                ratio(model, f"server at its best: {paragraph} sentences per request / one", batched, server)
             ratio(model, f"server at its best ({where}) / CTranslate2 int8 at its best", server, self.best(model, "ctranslate2", "int8"))
             ratio(model, f"server at its best ({where}) / PyTorch eager", server, self.best(model, "pytorch"))
             for layout in self.layouts(model):
@@ -160,8 +172,8 @@ class Report:
     def utilisation(self) -> str:
         lines = [f"Measured fp32 matmul peak: {self.peak_flops / 1e9:.1f} GFLOP/s.", "", "| model | engine | GFLOP per 1,000 target tokens | achieved GFLOP/s | fraction of peak |", "|---|---|---:|---:|---:|"]
         for model, function in self.flops.items():
-            for engine in ("server", "onnx", "ctranslate2", "pytorch"):
-                m = self.best(model, engine)
+            for engine, setting in (("server", None), ("onnx", "fp32"), ("ctranslate2", "float32"), ("pytorch", None)):
+                m = self.best(model, engine, setting)
                 if m is None:
                     continue
                 per_token = function(self.source_tokens(model) / len(self.texts), self.target_tokens(m) / len(m.translations))
@@ -188,12 +200,14 @@ class Report:
                     for fraction, style in ((0.5, "-"), (0.9, "--"), (0.99, ":")):
                         latency.plot(clients, [1000 * m.percentile(fraction) for m in runs], style, marker=marker, label=f"{policy} {layout} p{round(fraction * 100)}")
             for m in self.measurements:
+                if m.model == model and m.engine == "server" and m.sentences_per_request > 1:  # at its sentences in flight
+                    throughput.plot([m.concurrency * m.sentences_per_request], [self.sentences_per_second(m)], marker="*", markersize=11, linestyle="none", label=f"server, {m.setting}, {m.layout}")
                 if m.model == model and m.engine != "server":
                     throughput.axhline(self.sentences_per_second(m), linestyle="--", linewidth=1, color="grey" if m.engine != "ctranslate2" else "black")
                     throughput.annotate(f"{m.engine} {m.setting} {m.layout}", (1, self.sentences_per_second(m)), fontsize=7, va="bottom")
             for axis, title, unit in ((throughput, "throughput", "sentences/s"), (latency, "latency per request", "ms")):
                 axis.set_xscale("log", base=2)
-                axis.set_xlabel("concurrent clients (one sentence per request)")
+                axis.set_xlabel("concurrent clients (one sentence per request; a star: sentences in flight)")
                 axis.set_ylabel(unit)
                 axis.set_title(f"{model}: {title}")
                 axis.grid(alpha=0.3)

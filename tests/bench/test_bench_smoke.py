@@ -24,6 +24,9 @@ def test_benchmark_smoke_run_writes_its_table_and_plots() -> None:
     for layout in ("1x2", "2x1"):
         assert f"| server | transformer-en-de | dynamic | {layout} |" in report
         assert f"| ctranslate2 | transformer-en-de | float32 | {layout} |" in report
+    # clients sending several sentences per request get each sentence's own translation back
+    assert "| server | transformer-en-de | dynamic, 2 sentences per request | 2x1 | 2 x 2 sentences |" in report
+    assert re.search(r"\| transformer-en-de \| server at its best: 2 sentences per request / one \| \d+\.\d+x \|", report)
     # CTranslate2 runs our converted weights: greedy float32 gives our fp32 translations
     ctranslate2_row = next(line for line in report.splitlines() if line.startswith("| ctranslate2 | transformer-en-de | float32"))
     assert ctranslate2_row.rstrip().endswith("| 100.0% |")
