@@ -39,9 +39,9 @@ class ServerConfig:
     intra_op_threads: int = setting(0, "ONNX Runtime threads per session; 0: one per physical core")
     decode_workers: int = setting(1, "threads decoding separate batches of each model from its one queue; with --intra-op-threads 1, one worker per core decodes more sentences per second under load than one batch split over every core, a lone request less")
     spin_wait: int = setting(0, "1: ONNX Runtime threads spin while idle (lower latency on a dedicated machine); 0: they sleep, leaving the cores to gRPC and batching")
-    # dynamic by default: on 2 CPU cores it served 205 sentences/s to 64 clients where inflight
-    # served 140, because the shared self-attention cache is as wide as the oldest row's history
-    # and ONNX Runtime copies it at every step (docs/BENCHMARKS.md).
+    # dynamic by default: under load it gives the Transformer more sentences/s (on 2 CPU cores,
+    # 256 clients: inflight 0.67-0.89x), since every join costs an encoder call for a few
+    # sentences (docs/PERFORMANCE.md).
     batching: BatchingPolicy = setting(
         "dynamic",
         "dynamic: a batch is formed (up to max_queue_delay), decoded to the end, then the next; inflight: queued sentences join the running batch between decoder steps",
