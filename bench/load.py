@@ -34,7 +34,6 @@ class LoadResult:
     latencies: list[float]
     translations: list[str]
     client_cpu_seconds: float  # what the load generator itself used of the same machine
-    sentences_per_request: int = 1
 
     @property
     def client_cpu_share(self) -> float:
@@ -82,7 +81,7 @@ async def run_load(target: str, texts: list[str], concurrency: int, model: str =
         began, cpu_before = time.perf_counter(), _cpu_seconds()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         seconds, cpu = time.perf_counter() - began, _cpu_seconds() - cpu_before
-    return LoadResult(concurrency, len(texts) - errors, errors, seconds, output_tokens, latencies, translations, cpu, sentences_per_request)
+    return LoadResult(concurrency, len(texts) - errors, errors, seconds, output_tokens, latencies, translations, cpu)
 
 
 def _cpu_seconds() -> float:

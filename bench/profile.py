@@ -14,9 +14,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from bench.__main__ import progress
 from bench.engines import ROOT, Layout, ServerProcess, free_port, in_process_translator
 from bench.load import run_load
 
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     texts = (ROOT / "data" / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
     with tempfile.TemporaryDirectory() as directory:
         scratch = Path(directory)
-        print(f"[{time.strftime('%H:%M:%S')}] ONNX Runtime profile, {len(texts)} sentences in-process ...", file=sys.stderr, flush=True)
+        progress(f"ONNX Runtime profile, {len(texts)} sentences in-process ...")
         times = operator_times(args.model, texts, args.threads, args.max_batch_size, scratch)
-        print(f"[{time.strftime('%H:%M:%S')}] server ({args.layout}) under {args.clients} clients ...", file=sys.stderr, flush=True)
+        progress(f"server ({args.layout}) under {args.clients} clients ...")
         wall, client_cpu, threads = server_threads(args.model, texts, args.layout, args.clients, scratch, args.sentences_per_request)
     total = sum(sum(kernels.values()) for kernels in times.values())
     print(f"## ONNX Runtime kernel time, {args.model}, {len(texts)} sentences in batches of {args.max_batch_size}, {args.threads} thread(s)\n")
