@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from bench.engines import free_port
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
 SERVICE = "nmt.v1.Translator"
+
+
+def accepted_sentences(samples: dict[str, float], model: str) -> float:
+    """Sentences the server has queued for `model` (0 before its first request)."""
+    return samples.get(f'nmt_sentences_total{{model="{model}"}}', 0.0)
 
 
 def health_status(target: str, service: str = SERVICE, timeout: float = 2.0) -> int:
@@ -40,6 +46,16 @@ class RunningServer:
             if line and not line.startswith("#"):
                 key, value = line.rsplit(" ", 1)
                 samples[key] = float(value)
+        return samples
+
+    def wait_for_metrics(self, condition: Callable[[dict[str, float]], bool], what: str, timeout: float = 60.0) -> dict[str, float]:
+        """Scrapes until `condition` holds: tests wait for what the server did, not for a time
+        that a busy machine may overrun."""
+        deadline = time.monotonic() + timeout
+        while not condition(samples := self.scrape()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not seen after {timeout} s; last /metrics: {samples}")
+            time.sleep(0.02)
         return samples
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:

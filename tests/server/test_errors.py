@@ -14,7 +14,7 @@ import pytest
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from tests.server.conftest import TEST_SENTENCES, greedy
-from tests.server.running_server import RunningServer, start_server
+from tests.server.running_server import RunningServer, accepted_sentences, start_server
 
 LONG_TEXT = " ".join(TEST_SENTENCES[:40])  # far over 128 tokens
 Options = pb.DecodingOptions
@@ -92,8 +92,9 @@ def test_expired_deadlines_and_cancelled_calls_are_dropped_from_queue_and_batch(
         with pytest.raises(grpc.RpcError) as raised:
             stub.Translate(heavy, timeout=1.0)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        accepted = accepted_sentences(server.scrape(), "transformer-en-de")
         cancelled = stub.Translate.future(heavy, timeout=60)
-        time.sleep(0.2)
+        server.wait_for_metrics(lambda samples: accepted_sentences(samples, "transformer-en-de") >= accepted + len(heavy.texts), "the request queued")
         assert cancelled.cancel()
         # the sentences that shared the batch are answered as usual
         texts = TEST_SENTENCES[470:476]

@@ -29,6 +29,7 @@ from tests.server.running_server import (
     ROOT,
     SERVICE,
     RunningServer,
+    accepted_sentences,
     health_status,
     start_server,
     wait_until_serving,
@@ -100,9 +101,11 @@ def test_shutdown_answers_accepted_requests_refuses_new_ones_and_exits_0(tmp_pat
 
     caller = threading.Thread(target=translate_slowly)
     caller.start()
-    time.sleep(0.5)  # accepted and decoding
+    running.wait_for_metrics(lambda samples: accepted_sentences(samples, "transformer-en-de") >= len(texts), "the request accepted")
     running.process.send_signal(signum)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while health_status(running.target) != NOT_SERVING and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert health_status(running.target) == NOT_SERVING
     with pytest.raises(grpc.RpcError) as refused:
         TranslatorClient(running.target).translate(["A dog runs."])
