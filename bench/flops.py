@@ -3,7 +3,12 @@ say what fraction of the hardware an engine uses."""
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -42,3 +47,18 @@ def matmul_peak_flops(size: int = 1024, repeats: int = 10) -> float:
         a @ b
         best = min(best, time.perf_counter() - began)
     return 2 * size**3 / best
+
+
+def one_core_matmul_peak_flops() -> float:
+    """matmul_peak_flops on one core: BLAS reads its thread count when it loads, so in a child
+    process."""
+    one = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    code = "from bench.flops import matmul_peak_flops; print(matmul_peak_flops())"
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, **one}, capture_output=True, text=True, check=True)
+    return float(result.stdout)
+
+
+def matrix_product_flops(output_shape: list[int], inner: int) -> float:
+    """A MatMul or Gemm of this output shape, summing over `inner` (the first input's last axis)."""
+    return 2.0 * math.prod(output_shape) * inner

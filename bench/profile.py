@@ -1,6 +1,7 @@
 """Where the time goes: ONNX Runtime's kernel time per operator in our decoding module
 in-process, and the server's CPU time per thread under load (decode workers against the event
-loop that runs gRPC, protobuf and tokenization).
+loop that runs gRPC, protobuf and tokenization), and what decoding would have to reach to match
+CTranslate2 on the same cores.
 
     python -m bench.profile --model transformer-en-de --layout 2x1 --clients 256
 """
@@ -14,28 +15,56 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.__main__ import progress
-from bench.engines import ROOT, Layout, ServerProcess, free_port, in_process_translator
+from bench.engines import ROOT, Layout, ServerProcess, ctranslate2_greedy, free_port, in_process_translator
+from bench.flops import flops_per_generated_token, matrix_product_flops, one_core_matmul_peak_flops
 from bench.load import run_load
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
 
-def operator_times(model: str, texts: list[str], threads: int, max_batch_size: int, scratch: Path) -> dict[str, collections.Counter]:
+MATRIX_PRODUCTS = ("MatMul", "Gemm", "FusedGemm")
+
+
+@dataclass
+class KernelProfile:
+    seconds: dict[str, collections.Counter]  # graph -> operator type -> kernel seconds
+    matrix_flops: dict[str, collections.Counter]  # graph -> MatMul/Gemm type -> FLOPs done
+    model_flops: float  # what the translations cost by bench.flops: no padding, no finished rows
+
+    def matrix_products(self) -> tuple[float, float]:
+        """FLOPs and kernel seconds of every MatMul and Gemm of both graphs."""
+        flops = sum(sum(counter.values()) for counter in self.matrix_flops.values())
+        seconds = sum(counter[op] for counter in self.seconds.values() for op in MATRIX_PRODUCTS)
+        return flops, seconds
+
+
+def operator_times(model: str, texts: list[str], threads: int, max_batch_size: int, scratch: Path) -> KernelProfile:
     """Kernel seconds per operator type, for the encoder and the decoder step, translating
-    `texts` in batches of max_batch_size sentences."""
+    `texts` in batches of max_batch_size sentences sorted by length."""
     translator = in_process_translator(ROOT / "models" / model / "1", "fp32", threads, max_batch_size, profile_prefix=str(scratch / "ort"))
-    translator.translate(texts)
-    times = {}
+    translations = translator.translate(texts)
+    source_tokens = sum(len(ids) for ids in translator.encode(texts))
+    target_tokens = sum(len(ids) for ids in translator.encode(translations))  # eos included: the steps taken
+    per_token = flops_per_generated_token(translator.spec, source_tokens / len(texts), target_tokens / len(texts))
+    profile = KernelProfile({}, {}, per_token * target_tokens)
     for graph, session in (("encoder", translator.model.encoder), ("decoder step", translator.model.decoder)):
         kernels: collections.Counter = collections.Counter()
+        flops: collections.Counter = collections.Counter()
         for event in json.loads(Path(session.end_profiling()).read_text()):
             if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-                kernels[event["args"]["op_name"]] += event["dur"] / 1e6
-        times[graph] = kernels
-    return times
+                operator = event["args"]["op_name"]
+                kernels[operator] += event["dur"] / 1e6
+                if operator in MATRIX_PRODUCTS:
+                    # the shapes list the activations only: weights, prepacked, are left out
+                    (output,) = event["args"]["output_type_shape"][0].values()
+                    (activations,) = event["args"]["input_type_shape"][0].values()
+                    flops[operator] += matrix_product_flops(output, activations[-1])
+        profile.seconds[graph], profile.matrix_flops[graph] = kernels, flops
+    return profile
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
@@ -79,30 +108,88 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences-per-request", type=int, default=1, help="sentences each client request carries")
     args = parser.parse_args(argv)
     texts = (ROOT / "data" / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
+    cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as directory:
         scratch = Path(directory)
         progress(f"ONNX Runtime profile, {len(texts)} sentences in-process ...")
-        times = operator_times(args.model, texts, args.threads, args.max_batch_size, scratch)
+        kernels = operator_times(args.model, texts, args.threads, args.max_batch_size, scratch)
         progress(f"server ({args.layout}) under {args.clients} clients ...")
         wall, client_cpu, threads = server_threads(args.model, texts, args.layout, args.clients, scratch, args.sentences_per_request)
-    total = sum(sum(kernels.values()) for kernels in times.values())
-    print(f"## ONNX Runtime kernel time, {args.model}, {len(texts)} sentences in batches of {args.max_batch_size}, {args.threads} thread(s)\n")
-    print("| graph | operator | seconds | share of all kernel time |\n|---|---|---:|---:|")
-    for graph, kernels in times.items():
-        for operator, seconds in kernels.most_common():
-            if seconds / total >= 0.005:
-                print(f"| {graph} | {operator} | {seconds:.3f} | {seconds / total:.1%} |")
-    cores = os.cpu_count() or 1
+        progress("one core's matmul peak ...")
+        peak = one_core_matmul_peak_flops()
+        ctranslate2_seconds = None
+        if args.model in CTRANSLATE2_CHECKPOINTS:
+            progress(f"CTranslate2 float32 translate_batch ({args.layout}) ...")
+            ctranslate2_seconds = cores * ctranslate2_time(args.model, texts, args.layout, args.max_batch_size, scratch)
+    print_kernels(kernels, args, len(texts))
     print(
         f"\n## Server CPU per thread, {len(texts)} sentences, {args.clients} clients x {args.sentences_per_request} sentence(s) per request, {args.layout} workers x threads:"
         f" {wall:.2f} s of wall time, {cores * wall:.2f} core-seconds on {cores} cores\n"
     )
     print("| thread | CPU seconds | per sentence |\n|---|---:|---:|")
-    for label, seconds in [*threads, ("the load generator (another process on the same cores)", client_cpu)]:
+    for label, seconds in [*threads, (LOAD_GENERATOR, client_cpu)]:
         if seconds >= 0.01:
             print(f"| {label} | {seconds:.2f} | {1000 * seconds / len(texts):.2f} ms |")
+    decoding = sum(seconds for label, seconds in threads if label.startswith(DECODE_THREAD))
+    serving = sum(seconds for label, seconds in threads if not label.startswith(DECODE_THREAD)) + client_cpu
+    print_the_bar(kernels, peak, decoding, serving, ctranslate2_seconds, args, len(texts))
     return 0
 
+
+CTRANSLATE2_CHECKPOINTS = {"transformer-en-de": ROOT / "checkpoints" / "transformer-en-de" / "model.pt"}
+DECODE_THREAD = "nmt-decode-"  # server/batcher.py names its decode workers so
+LOAD_GENERATOR = "the load generator (another process on the same cores)"
+
+
+def ctranslate2_time(model: str, texts: list[str], layout: Layout, max_batch_size: int, scratch: Path) -> float:
+    """Seconds CTranslate2's float32 translate_batch takes for the texts (converted weights)."""
+    from bench.ctranslate2_converter import convert
+
+    checkpoint = CTRANSLATE2_CHECKPOINTS[model]
+    converted = convert(checkpoint, scratch / "ctranslate2")
+    return ctranslate2_greedy(converted, checkpoint.parent / "tokenizer.model", texts, layout, "float32", model, max_batch_size).seconds
+
+
+def print_kernels(kernels: KernelProfile, args: argparse.Namespace, sentences: int) -> None:
+    total = sum(sum(counter.values()) for counter in kernels.seconds.values())
+    print(f"## ONNX Runtime kernel time, {args.model}, {sentences} sentences in batches of {args.max_batch_size} sorted by length, {args.threads} thread(s)\n")
+    print("| graph | operator | seconds | share of all kernel time | GFLOP/s (matrix products) |\n|---|---|---:|---:|---:|")
+    for graph, counter in kernels.seconds.items():
+        for operator, seconds in counter.most_common():
+            if seconds / total >= 0.005:
+                speed = f"{kernels.matrix_flops[graph][operator] / seconds / 1e9:.1f}" if operator in MATRIX_PRODUCTS else ""
+                print(f"| {graph} | {operator} | {seconds:.3f} | {seconds / total:.1%} | {speed} |")
+
+
+def print_the_bar(kernels: KernelProfile, peak: float, decoding: float, serving: float, ctranslate2_seconds: float | None, args: argparse.Namespace, sentences: int) -> None:
+    """What decoding would have to reach for the server to match CTranslate2 on these cores."""
+    flops, products = kernels.matrix_products()  # the server's decoding does them at about this speed
+    speed = flops / products
+    other_kernels = sum(sum(counter.values()) for counter in kernels.seconds.values()) - products
+    print(f"\n## The server against CTranslate2, in arithmetic ({sentences} sentences)\n")
+    print("| | |\n|---|---:|")
+    print(f"| one core's fp32 matmul peak (numpy, 1024x1024) | {peak / 1e9:.1f} GFLOP/s |")
+    print(f"| the model's arithmetic for these translations (bench.flops: no padding) | {kernels.model_flops / 1e9:.1f} GFLOP |")
+    print(f"| matrix products (MatMul, Gemm) of the in-process run above, padding included: about the least a server's batches need | {flops / 1e9:.1f} GFLOP |")
+    print(f"| their speed in ONNX Runtime, {args.threads} thread(s) | {speed / 1e9:.1f} GFLOP/s ({speed / peak:.0%} of one core's peak) |")
+    print(f"| the other kernels of the in-process run (attention, log-softmax, norms, ...) | {other_kernels:.2f} core-seconds |")
+    print(f"| the server's decode workers under load | {decoding:.2f} core-seconds: {products:.2f} in matrix products at that speed, {decoding - products:.2f} besides |")
+    print(f"| the server's other threads and the load generator | {serving:.2f} core-seconds |")
+    if ctranslate2_seconds is None:
+        print(f"| CTranslate2 | runs {', '.join(CTRANSLATE2_CHECKPOINTS)} only |")
+        return
+    left = ctranslate2_seconds - serving
+    print(f"| CTranslate2 float32 translate_batch, {args.layout}, everything (wall time x cores) | {ctranslate2_seconds:.2f} core-seconds |")
+    if left <= 0:
+        print("| left to the decode workers to match CTranslate2 | nothing |")
+        return
+    print(f"| left to the decode workers to match CTranslate2 | {left:.2f} core-seconds ({left / decoding:.2f}x what they take now) |")
+    print(f"| ... besides the matrix products at their speed now | {left - products:.2f} core-seconds (now {decoding - products:.2f}; the other kernels alone: {other_kernels:.2f}) |")
+    needed = flops / left
+    print(
+        f"| the matrix products alone, with no time left for anything else, would need | {needed / 1e9:.1f} GFLOP/s per core"
+        f" ({needed / speed:.2f}x their speed now, {needed / peak:.0%} of one core's peak) |"
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

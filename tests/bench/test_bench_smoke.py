@@ -44,6 +44,12 @@ def test_profile_reports_operators_and_the_server_threads() -> None:
     # the two decode workers carry their own names, and the event loop is told apart from them
     for thread in ("nmt-decode-0", "nmt-decode-1", "main thread (asyncio event loop"):
         assert f"| {thread}" in report, report
+    # The FLOPs read off the kernels' shapes are the model's arithmetic plus padding, not a
+    # multiple of it, and CTranslate2 was timed for the budget.
+    model = float(re.search(r"\| the model's arithmetic for these translations .*?\| (\d+\.\d+) GFLOP \|", report).group(1))
+    kernels = float(re.search(r"\| matrix products \(MatMul, Gemm\) .*?\| (\d+\.\d+) GFLOP \|", report).group(1))
+    assert 0.9 * model <= kernels <= 1.6 * model, (model, kernels)
+    assert re.search(r"\| CTranslate2 float32 translate_batch, 2x1, .*\| \d+\.\d+ core-seconds \|", report), report
 
 
 def test_gpu_benchmark_runs_its_measurements_on_the_cpu() -> None:
