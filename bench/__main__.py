@@ -29,6 +29,10 @@ from bench.report import Report
 MODELS = {"transformer-en-de": "checkpoints/transformer-en-de/model.pt", "rnn-en-de": "checkpoints/rnn-en-de/model.pt"}
 
 
+def converts_to_ctranslate2(model: str) -> bool:
+    return model.startswith("transformer")  # bench.ctranslate2_converter fills a Transformer spec
+
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -48,7 +52,7 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
     version = ROOT / "models" / name / "1"
     progress(f"{label}: PyTorch eager")
     report.add(pytorch_greedy(checkpoint, texts, args.threads, name, args.max_batch_size))
-    if name.startswith("transformer"):
+    if converts_to_ctranslate2(name):
         from bench.ctranslate2_converter import convert
 
         if name not in converted:

@@ -18,15 +18,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.__main__ import progress
+from bench.__main__ import MODELS, converts_to_ctranslate2, progress
 from bench.engines import ROOT, Layout, ServerProcess, ctranslate2_greedy, free_port, in_process_translator
 from bench.flops import flops_per_generated_token, matrix_product_flops, one_core_matmul_peak_flops
 from bench.load import run_load
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
-
-
 MATRIX_PRODUCTS = ("MatMul", "Gemm", "FusedGemm")
+DECODE_THREAD = "nmt-decode-"  # server/batcher.py names its decode workers so
+LOAD_GENERATOR = "the load generator (another process on the same cores)"
 
 
 @dataclass
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         progress("one core's matmul peak ...")
         peak = one_core_matmul_peak_flops()
         ctranslate2_seconds = None
-        if args.model in CTRANSLATE2_CHECKPOINTS:
+        if converts_to_ctranslate2(args.model):
             progress(f"CTranslate2 float32 translate_batch ({args.layout}) ...")
             ctranslate2_seconds = cores * ctranslate2_time(args.model, texts, args.layout, args.max_batch_size, scratch)
     print_kernels(kernels, args, len(texts))
@@ -136,16 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-CTRANSLATE2_CHECKPOINTS = {"transformer-en-de": ROOT / "checkpoints" / "transformer-en-de" / "model.pt"}
-DECODE_THREAD = "nmt-decode-"  # server/batcher.py names its decode workers so
-LOAD_GENERATOR = "the load generator (another process on the same cores)"
-
-
 def ctranslate2_time(model: str, texts: list[str], layout: Layout, max_batch_size: int, scratch: Path) -> float:
     """Seconds CTranslate2's float32 translate_batch takes for the texts (converted weights)."""
     from bench.ctranslate2_converter import convert
 
-    checkpoint = CTRANSLATE2_CHECKPOINTS[model]
+    checkpoint = ROOT / MODELS[model]
     converted = convert(checkpoint, scratch / "ctranslate2")
     return ctranslate2_greedy(converted, checkpoint.parent / "tokenizer.model", texts, layout, "float32", model, max_batch_size).seconds
 
@@ -172,11 +167,11 @@ def print_the_bar(kernels: KernelProfile, peak: float, decoding: float, serving:
     print(f"| the model's arithmetic for these translations (bench.flops: no padding) | {kernels.model_flops / 1e9:.1f} GFLOP |")
     print(f"| matrix products (MatMul, Gemm) of the in-process run above, padding included: about the least a server's batches need | {flops / 1e9:.1f} GFLOP |")
     print(f"| their speed in ONNX Runtime, {args.threads} thread(s) | {speed / 1e9:.1f} GFLOP/s ({speed / peak:.0%} of one core's peak) |")
-    print(f"| the other kernels of the in-process run (attention, log-softmax, norms, ...) | {other_kernels:.2f} core-seconds |")
+    print(f"| the other kernels of the in-process run (attention, recurrent cells, log-softmax, norms, ...) | {other_kernels:.2f} core-seconds |")
     print(f"| the server's decode workers under load | {decoding:.2f} core-seconds: {products:.2f} in matrix products at that speed, {decoding - products:.2f} besides |")
     print(f"| the server's other threads and the load generator | {serving:.2f} core-seconds |")
     if ctranslate2_seconds is None:
-        print(f"| CTranslate2 | runs {', '.join(CTRANSLATE2_CHECKPOINTS)} only |")
+        print("| CTranslate2 | runs the Transformer only |")
         return
     left = ctranslate2_seconds - serving
     print(f"| CTranslate2 float32 translate_batch, {args.layout}, everything (wall time x cores) | {ctranslate2_seconds:.2f} core-seconds |")
