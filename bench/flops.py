@@ -8,10 +8,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
 import numpy as np
 
+from bench.engines import ROOT
 from nmt_spec import ModelSpec, RNNConfig, TransformerConfig
 
 
@@ -54,8 +53,7 @@ def one_core_matmul_peak_flops() -> float:
     process."""
     one = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     code = "from bench.flops import matmul_peak_flops; print(matmul_peak_flops())"
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, **one}, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **one}, capture_output=True, text=True, check=True)
     return float(result.stdout)
 
 

@@ -80,6 +80,11 @@ def start_server(log_directory: Path, *flags: str, wait: bool = True) -> Running
 
 def wait_until_serving(server: RunningServer, timeout: float = 120.0) -> list[int]:
     """Polls the health service; returns the statuses seen, ending with SERVING."""
+    return wait_for_health(server, health_pb2.HealthCheckResponse.SERVING, timeout)
+
+
+def wait_for_health(server: RunningServer, wanted: int, timeout: float) -> list[int]:
+    """Polls the health service until it reports `wanted`; returns the statuses seen."""
     seen: list[int] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,7 +97,7 @@ def wait_until_serving(server: RunningServer, timeout: float = 120.0) -> list[in
             continue
         if not seen or seen[-1] != status:
             seen.append(status)
-        if status == health_pb2.HealthCheckResponse.SERVING:
+        if status == wanted:
             return seen
         time.sleep(0.01)
-    raise TimeoutError(f"server not SERVING after {timeout} s:\n{server.output()}")
+    raise TimeoutError(f"server not {health_pb2.HealthCheckResponse.ServingStatus.Name(wanted)} after {timeout} s:\n{server.output()}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 
 import grpc
@@ -99,13 +98,10 @@ def test_expired_deadlines_and_cancelled_calls_are_dropped_from_queue_and_batch(
         # the sentences that shared the batch are answered as usual
         texts = TEST_SENTENCES[470:476]
         assert [t.text for t in stub.Translate(pb.TranslateRequest(texts=texts), timeout=60).translations] == greedy(direct["transformer-en-de"], texts)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        samples = server.scrape()
-        if samples['nmt_queue_depth{model="transformer-en-de"}'] == 0 and samples['nmt_inflight_sentences{model="transformer-en-de"}'] == 0:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail(f"queue/in-flight gauges did not return to 0: {samples}")
+    samples = server.wait_for_metrics(
+        lambda samples: samples['nmt_queue_depth{model="transformer-en-de"}'] == 0 and samples['nmt_inflight_sentences{model="transformer-en-de"}'] == 0,
+        "queue/in-flight gauges back to 0",
+        timeout=10,
+    )
     assert samples['nmt_requests_total{code="DEADLINE_EXCEEDED",method="Translate",model="transformer-en-de"}'] >= 1
     assert samples['nmt_requests_total{code="CANCELLED",method="Translate",model="transformer-en-de"}'] >= 1

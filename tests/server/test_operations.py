@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import grpc
@@ -32,6 +31,7 @@ from tests.server.running_server import (
     accepted_sentences,
     health_status,
     start_server,
+    wait_for_health,
     wait_until_serving,
 )
 
@@ -103,9 +103,7 @@ def test_shutdown_answers_accepted_requests_refuses_new_ones_and_exits_0(tmp_pat
     caller.start()
     running.wait_for_metrics(lambda samples: accepted_sentences(samples, "transformer-en-de") >= len(texts), "the request accepted")
     running.process.send_signal(signum)
-    deadline = time.monotonic() + 30
-    while health_status(running.target) != NOT_SERVING and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for_health(running, NOT_SERVING, timeout=30)
     assert health_status(running.target) == NOT_SERVING
     with pytest.raises(grpc.RpcError) as refused:
         TranslatorClient(running.target).translate(["A dog runs."])
