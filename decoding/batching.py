@@ -4,11 +4,12 @@ over each batch."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from decoding.constraints import LengthBound, TokenRules
 from decoding.search import (
     BeamSearch,
     GreedySearch,
@@ -57,13 +58,22 @@ class SearchOptions:
     beam_size: int = 1  # 1: greedy search
     length_penalty: float = 1.0
     num_hypotheses: int = 1
-    max_decoding_length: int = 128
+    max_decoding_length: int = 128  # target tokens (eos included), for every sentence
+    length_bound: LengthBound = LengthBound()  # and at most this function of each source's length
+    rules: TokenRules = TokenRules()
+
+    def max_lengths(self, sources: Sequence[Sequence[int]]) -> np.ndarray:
+        """Each sentence's maximum output length: the bound of its source, within the cap, and
+        never below the minimum asked for."""
+        bound = self.length_bound.limits([len(source) for source in sources], self.max_decoding_length)
+        return np.maximum(bound, min(self.rules.min_length, self.max_decoding_length))
 
 
-def make_search(options: SearchOptions, sentences: int, special: SpecialIds) -> Search:
+def make_search(options: SearchOptions, sources: Sequence[Sequence[int]], special: SpecialIds) -> Search:
+    max_lengths = options.max_lengths(sources)
     if options.beam_size == 1:
-        return GreedySearch(sentences, special, options.max_decoding_length)
-    return BeamSearch(sentences, special, options.max_decoding_length, options.beam_size, options.length_penalty, options.num_hypotheses)
+        return GreedySearch(len(sources), special, max_lengths, options.rules)
+    return BeamSearch(len(sources), special, max_lengths, options.beam_size, options.length_penalty, options.num_hypotheses, options.rules)
 
 
 def search_batches(
@@ -80,8 +90,9 @@ def search_batches(
     lengths = [(len(s) * options.beam_size, len(s) * options.beam_size) for s in sources]
     results: list[list[Hypothesis]] = [[] for _ in sources]
     for indices in token_batches(lengths, max_batch_tokens, seed=None, max_examples=max_batch_size):
-        search = make_search(options, len(indices), special)
-        nbest = run_to_completion(lambda batch: start(pad_ids(batch, special.pad)), search, [sources[i] for i in indices])
+        batch_sources = [sources[i] for i in indices]
+        search = make_search(options, batch_sources, special)
+        nbest = run_to_completion(lambda batch: start(pad_ids(batch, special.pad)), search, batch_sources)
         for index, hypotheses in zip(indices, nbest):
             results[index] = hypotheses
     return results

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from decoding.constraints import TokenRules
 from nmt_spec import SpecialIds
 
 
@@ -43,6 +44,11 @@ class Hypothesis:
     tokens: list[int]  # without bos and eos
     score: float  # sum of token log-probabilities, eos included when it was generated
     normalized_score: float  # score / length ** length_penalty: what beams are ranked by
+
+
+def per_sentence(max_length: int | Sequence[int], sentences: int) -> np.ndarray:
+    """One maximum output length per sentence, from one for all or one each."""
+    return np.broadcast_to(np.asarray(max_length, dtype=np.int64), (sentences,)).copy()
 
 
 def length_normalized(score: float, length: int, length_penalty: float) -> float:
@@ -96,10 +102,11 @@ class GreedySearch:
     sentences of many requests (a server merges them: one search per step instead of one per
     request); `finished` says which sentences are done, `cancel` drops some before they are."""
 
-    def __init__(self, sentences: int, special: SpecialIds, max_length: int) -> None:
+    def __init__(self, sentences: int, special: SpecialIds, max_length: int | Sequence[int], rules: TokenRules = TokenRules()) -> None:
         self.sentences = sentences
         self.special = special
-        self.max_length = max_length
+        self.max_lengths = per_sentence(max_length, sentences)
+        self.rules = rules
         self.position = 0
         self.active = np.arange(sentences)  # sentence of each row
         self.tokens: list[list[int]] = [[] for _ in range(sentences)]
@@ -115,14 +122,15 @@ class GreedySearch:
         self.cancelled[start:stop] = True
 
     def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
+        if self.rules.active:
+            step = StepOutput.of(self.rules.apply(step.log_probs, [self.tokens[s] for s in self.active.tolist()], self.position, self.special.eos))
         best = step.best
         self.scores[self.active] += step.best_log_probs
         unfinished = (best != self.special.eos) & ~self.cancelled[self.active]
         for sentence, token in zip(self.active[unfinished].tolist(), best[unfinished].tolist()):
             self.tokens[sentence].append(token)
         self.position += 1
-        if self.position >= self.max_length:
-            unfinished[:] = False
+        unfinished &= self.max_lengths[self.active] > self.position
         keep = np.flatnonzero(unfinished)
         self.finished[self.active[~unfinished]] = True
         self.active = self.active[keep]
@@ -137,12 +145,22 @@ class BeamSearch:
     eos; its rows then leave the batch. Hypotheses still open at max_length are finished as
     they are."""
 
-    def __init__(self, sentences: int, special: SpecialIds, max_length: int, beam_size: int = 4, length_penalty: float = 1.0, num_hypotheses: int = 1) -> None:
+    def __init__(
+        self,
+        sentences: int,
+        special: SpecialIds,
+        max_length: int | Sequence[int],
+        beam_size: int = 4,
+        length_penalty: float = 1.0,
+        num_hypotheses: int = 1,
+        rules: TokenRules = TokenRules(),
+    ) -> None:
         if not 1 <= num_hypotheses <= beam_size:
             raise ValueError(f"num_hypotheses must be between 1 and beam_size ({beam_size})")
         self.sentences = sentences
         self.special = special
-        self.max_length = max_length
+        self.max_lengths = per_sentence(max_length, sentences)
+        self.rules = rules
         self.beam_size = beam_size
         self.length_penalty = length_penalty
         self.num_hypotheses = num_hypotheses
@@ -162,6 +180,8 @@ class BeamSearch:
 
     def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
         log_probs = step.log_probs
+        if self.rules.active:
+            log_probs = self.rules.apply(log_probs, self.beam_tokens, self.position, self.special.eos)
         beam_size, vocab = self.beam_size, log_probs.shape[-1]
         candidates = (self.beam_scores[:, :, None] + log_probs.reshape(len(self.open), beam_size, vocab)).reshape(len(self.open), -1)
         # 2 x beam candidates always hold beam_size that do not end, whatever the eos count.
@@ -197,19 +217,26 @@ class BeamSearch:
         self.open = self.open[still_open]
         self.beam_scores = np.array(next_scores).reshape(len(self.open), beam_size)
         self.position += 1
-        if self.position >= self.max_length:
-            self._finish_open_beams()
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.array(next_rows, dtype=np.int64), np.array(next_tokens, dtype=np.int64)
+        rows, tokens = np.array(next_rows, dtype=np.int64), np.array(next_tokens, dtype=np.int64)
+        at_limit = self.max_lengths[self.open] <= self.position
+        if at_limit.any():
+            return self._finish_at_limit(at_limit, rows, tokens)
+        return rows, tokens
 
-    def _finish_open_beams(self) -> None:
-        for slot, sentence in enumerate(self.open.tolist()):
+    def _finish_at_limit(self, at_limit: np.ndarray, rows: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sentences at their maximum length are finished with their open beams as they are;
+        the rows of the others go on."""
+        for slot in np.flatnonzero(at_limit).tolist():
             for beam in range(self.beam_size):
                 score = float(self.beam_scores[slot, beam])
                 if score > -np.inf:
-                    tokens = self.beam_tokens[slot * self.beam_size + beam]
-                    self._finish(sentence, tokens, score, len(tokens))
-        self.open = self.open[:0]
+                    hypothesis = self.beam_tokens[slot * self.beam_size + beam]
+                    self._finish(int(self.open[slot]), hypothesis, score, len(hypothesis))
+        going_on = np.flatnonzero(~at_limit)
+        kept = (going_on[:, None] * self.beam_size + np.arange(self.beam_size)).ravel()
+        self.open, self.beam_scores = self.open[going_on], self.beam_scores[going_on]
+        self.beam_tokens = [self.beam_tokens[r] for r in kept.tolist()]
+        return rows[kept], tokens[kept]
 
     def results(self, start: int = 0, stop: int | None = None) -> list[list[Hypothesis]]:
         return [sorted(hypotheses, key=lambda h: h.normalized_score, reverse=True)[: self.num_hypotheses] for hypotheses in self.finished[start:stop]]

@@ -8,10 +8,11 @@ from pathlib import Path
 import onnxruntime as ort
 
 from decoding.batching import SearchOptions, search_batches
+from decoding.constraints import LengthBound
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session
 from nmt_spec import ModelSpec, Tokenizer
-from nmt_spec.manifest import GraphInfo, Manifest, ManifestError
+from nmt_spec.manifest import DecodingDefaults, GraphInfo, Manifest, ManifestError
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
@@ -39,10 +40,19 @@ class TranslationHypothesis:
 
 
 class Translator:
-    def __init__(self, model: OnnxSeq2Seq, spec: ModelSpec, tokenizer: Tokenizer, max_batch_tokens: int = 4000, max_batch_size: int | None = None) -> None:
+    def __init__(
+        self,
+        model: OnnxSeq2Seq,
+        spec: ModelSpec,
+        tokenizer: Tokenizer,
+        max_batch_tokens: int = 4000,
+        max_batch_size: int | None = None,
+        decoding: DecodingDefaults = DecodingDefaults(),
+    ) -> None:
         self.model = model
         self.spec = spec
         self.tokenizer = tokenizer
+        self.decoding = decoding
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size  # sentences per batch; None: bounded by tokens only
 
@@ -63,7 +73,7 @@ class Translator:
                 raise ManifestError(f"{path}: ONNX Runtime cannot load it: {str(error).strip()[:300]}") from error
             check_io(session, info, path)
             sessions.append(session)
-        return cls(OnnxSeq2Seq(*sessions, pad_id=manifest.spec.special_ids.pad), manifest.spec, tokenizer)
+        return cls(OnnxSeq2Seq(*sessions, pad_id=manifest.spec.special_ids.pad), manifest.spec, tokenizer, decoding=manifest.decoding)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer.encode_batch(texts)
@@ -77,8 +87,14 @@ class Translator:
             position += len(hypotheses)
         return results
 
+    def default_options(self, **chosen) -> SearchOptions:
+        """The model's own decoding (greedy, output bounded by the source), with `chosen` set."""
+        bound = LengthBound(self.decoding.max_length_a, self.decoding.max_length_b)
+        return SearchOptions(**{"max_decoding_length": self.spec.max_target_length, "length_bound": bound, **chosen})
+
     def translate(self, texts: list[str], options: SearchOptions | None = None) -> list[str]:
-        """Best translation of each text (greedy by default), sources cut at the model's maximum."""
-        options = options or SearchOptions(max_decoding_length=self.spec.max_target_length)
+        """Best translation of each text (the model's default decoding unless told), sources cut
+        at the model's maximum."""
+        options = options or self.default_options()
         sources = [ids[: self.spec.max_source_length] for ids in self.encode(texts)]
         return [hypotheses[0].text for hypotheses in self.translate_ids(sources, options)]

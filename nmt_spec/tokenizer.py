@@ -10,6 +10,7 @@ from typing import Literal
 import sentencepiece as spm
 
 from nmt_spec.model_spec import SpecialIds
+from nmt_spec.text import normalize_text
 
 # SentencePiece's list API runs on a thread pool that costs about 100 us to start, ten
 # sentences' worth: shorter lists go one sentence at a time (a server sees one or a few).
@@ -27,7 +28,7 @@ def train_tokenizer(
     """Train a tokenizer on raw sentences and write it to ``model_path`` (a ``.model`` file)."""
     model_bytes = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
+        sentence_iterator=(normalize_text(sentence) for sentence in sentences),
         model_writer=model_bytes,
         vocab_size=vocab_size,
         model_type=model_type,
@@ -46,7 +47,8 @@ def train_tokenizer(
 
 
 class Tokenizer:
-    """Text <-> subword ids. Encoded sequences end with eos; bos is the decoder's first input."""
+    """Text <-> subword ids. Encoded sequences end with eos; bos is the decoder's first input.
+    Texts are normalized first (`normalize_text`), in training and in serving alike."""
 
     def __init__(self, model_path: str | Path, special_ids: SpecialIds = SpecialIds()) -> None:
         self.model_path = Path(model_path)
@@ -68,10 +70,11 @@ class Tokenizer:
         return self._processor.get_piece_size()
 
     def encode(self, text: str) -> list[int]:
-        return self._processor.encode(text) + [self.special_ids.eos]
+        return self._processor.encode(normalize_text(text)) + [self.special_ids.eos]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         eos = self.special_ids.eos
+        texts = [normalize_text(text) for text in texts]
         encoded = self._processor.encode(list(texts)) if len(texts) >= THREADED_BATCH else [self._processor.encode(text) for text in texts]
         return [ids + [eos] for ids in encoded]
 
@@ -83,7 +86,7 @@ class Tokenizer:
         return self._processor.decode(stripped) if len(stripped) >= THREADED_BATCH else [self._processor.decode(ids) for ids in stripped]
 
     def pieces(self, text: str) -> list[str]:
-        return self._processor.encode(text, out_type=str)
+        return self._processor.encode(normalize_text(text), out_type=str)
 
     def _strip_specials(self, ids: Sequence[int]) -> list[int]:
         special = self.special_ids

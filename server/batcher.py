@@ -21,7 +21,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from decoding.batching import SearchOptions, make_search
+from decoding.constraints import TokenRules
 from decoding.search import GreedySearch, IncrementalDecoder, RunningBatch, Search
 from nmt_spec import SpecialIds
 from server.errors import DecodeFailed, QueueFull, Replaced, Unavailable
@@ -135,22 +138,39 @@ class Batcher:
 
     # -- called from the event loop -------------------------------------------------------
 
-    def submit(self, sources: list[list[int]], options: SearchOptions) -> WorkItem:
-        item = WorkItem(sources, options)
+    def submit(self, sources: list[list[int]], options: SearchOptions) -> list[WorkItem]:
+        """One request's sentences, queued as items of at most a batch each (so that a long
+        document shares batches with other requests instead of making one outsized batch),
+        all of them or none."""
+        items = [WorkItem(part, options) for part in self._parts(sources, options)]
+        sentences = len(sources)
         with self.condition:
             if self.stopping:
                 raise Unavailable(f"model {self.model} is shutting down")
             if self.closing:
                 raise Replaced(f"model {self.model} was replaced by a newer version")
-            if self.queued_sentences + item.sentences > self.config.max_queue_size:
+            if self.queued_sentences + sentences > self.config.max_queue_size:
                 raise QueueFull(
                     f"the queue of model {self.model} is full ({self.queued_sentences} of {self.config.max_queue_size} sentences waiting); retry later with backoff"
                 )
-            self.queue.append(item)
-            self.queued_sentences += item.sentences
+            self.queue.extend(items)
+            self.queued_sentences += sentences
             self.queue_depth.set(self.queued_sentences)
             self.condition.notify_all()
-        return item
+        return items
+
+    def _parts(self, sources: list[list[int]], options: SearchOptions) -> list[list[list[int]]]:
+        """Consecutive runs of sentences that each fit in one batch (one sentence always does)."""
+        parts: list[list[list[int]]] = []
+        rows = longest = 0
+        for source in sources:
+            if parts and self._fits(rows, longest, options.beam_size, len(source)):
+                parts[-1].append(source)
+                rows, longest = rows + options.beam_size, max(longest, len(source))
+            else:
+                parts.append([source])
+                rows, longest = options.beam_size, len(source)
+        return parts
 
     def cancel(self, item: WorkItem) -> None:
         """The client went away or its deadline passed: drop the item wherever it is."""
@@ -233,8 +253,9 @@ class Batcher:
                     break
                 self.condition.wait(remaining)
 
-    def _fits(self, rows: int, longest: int, item: WorkItem) -> bool:
-        rows, longest = rows + item.rows, max(longest, item.longest_source)
+    def _fits(self, rows: int, longest: int, more_rows: int, more_longest: int) -> bool:
+        """Whether a batch of rows x longest source still fits with more rows added."""
+        rows, longest = rows + more_rows, max(longest, more_longest)
         return rows <= self.config.max_batch_size and rows * longest <= self.config.max_batch_tokens
 
     def _pick_in_order(self, lane: Lane) -> list[WorkItem]:
@@ -244,7 +265,7 @@ class Batcher:
         longest = max((item.longest_source for item in lane.running), default=0)
         taken: list[WorkItem] = []
         for item in self.queue:
-            if not self._fits(rows, longest, item):
+            if not self._fits(rows, longest, item.rows, item.longest_source):
                 if rows == 0:
                     taken.append(item)
                 break
@@ -259,7 +280,7 @@ class Batcher:
         oldest = window[0]
         taken, rows, longest = [oldest], oldest.rows, oldest.longest_source
         for item in sorted(window[1:], key=lambda other: abs(other.longest_source - oldest.longest_source)):
-            if self._fits(rows, longest, item):
+            if self._fits(rows, longest, item.rows, item.longest_source):
                 taken.append(item)
                 rows, longest = rows + item.rows, max(longest, item.longest_source)
         return taken
@@ -271,17 +292,18 @@ class Batcher:
             return
         searches: list[Search] = []
         sources: list[list[int]] = []
-        greedy: dict[int, list[WorkItem]] = {}  # max_decoding_length -> items
+        greedy: dict[TokenRules, list[WorkItem]] = {}  # items of the same rules share a search
         for item in live:
             self.queue_wait.observe(now - item.enqueued_at)
             if item.options.beam_size == 1:
-                greedy.setdefault(item.options.max_decoding_length, []).append(item)
+                greedy.setdefault(item.options.rules, []).append(item)
             else:
-                item.search = make_search(item.options, item.sentences, self.special)
+                item.search = make_search(item.options, item.sources, self.special)
                 searches.append(item.search)
                 sources += item.sources
-        for max_length, group in greedy.items():
-            shared = GreedySearch(sum(item.sentences for item in group), self.special, max_length)
+        for rules, group in greedy.items():
+            max_lengths = np.concatenate([item.options.max_lengths(item.sources) for item in group])
+            shared = GreedySearch(len(max_lengths), self.special, max_lengths, rules)
             first = 0
             for item in group:
                 item.search, item.first = shared, first

@@ -21,6 +21,7 @@ from nmt.v1 import translator_pb2_grpc
 SERVICE = "nmt.v1.Translator"
 # Lines from stdin go out in requests of this many texts, so a long file streams through.
 STDIN_CHUNK = 32
+STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class TranslatorClient:
@@ -29,12 +30,16 @@ class TranslatorClient:
         self.stub = translator_pb2_grpc.TranslatorStub(self.channel)
         self.timeout = timeout
 
-    def translate(self, texts: list[str], model: str = "", options: pb.DecodingOptions | None = None) -> pb.TranslateResponse:
-        request = pb.TranslateRequest(model=model, texts=texts, options=options)
+    def translate(self, texts: list[str], model: str = "", options: pb.DecodingOptions | None = None, split_sentences: bool | None = None) -> pb.TranslateResponse:
+        """split_sentences None: the server's default (split)."""
+        request = pb.TranslateRequest(model=model, texts=texts, options=options, split_sentences=split_sentences)
         return self.stub.Translate(request, timeout=self.timeout)
 
-    def translate_stream(self, chunks: Iterable[list[str]], model: str = "", options: pb.DecodingOptions | None = None) -> Iterator[pb.TranslateResponse]:
-        requests = (pb.TranslateRequest(model=model, texts=texts, options=options) for texts in chunks)
+    def translate_stream(
+        self, chunks: Iterable[list[str]], model: str = "", options: pb.DecodingOptions | None = None, split_sentences: bool | None = None
+    ) -> Iterator[pb.TranslateResponse]:
+        """One response per chunk, in order; a chunk the server refused has `error` set."""
+        requests = (pb.TranslateRequest(model=model, texts=texts, options=options, split_sentences=split_sentences) for texts in chunks)
         return self.stub.TranslateStream(requests)
 
     def serving(self, timeout: float | None = None, wait_for_ready: bool = False) -> bool:
@@ -94,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="", help="model name; empty: the server's default")
     parser.add_argument("--beam-size", type=int, default=None, help="beam size (default: the server's, greedy)")
     parser.add_argument("--n-best", type=int, default=None, help="hypotheses per sentence, printed tab-separated with their scores")
+    parser.add_argument("--max-decoding-length", type=int, default=None, help="target tokens per sentence (default: the model's bound for each source)")
+    parser.add_argument("--min-decoding-length", type=int, default=None, help="no end of sentence before this many tokens (default: 0)")
+    parser.add_argument("--repetition-penalty", type=float, default=None, help="above 1, tokens already generated are less likely (default: 1, off)")
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=None, help="no n-gram of this size twice in a translation (default: 0, off)")
+    parser.add_argument("--no-split", action="store_true", help="send each text as one segment: the server does not split it into sentences")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds (default: %(default)s)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="first wait up to this long for the server to be SERVING")
     parser.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's certificate: connect over TLS")
@@ -108,7 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     client = TranslatorClient(args.target, args.timeout, channel_credentials(args.tls_ca, args.tls_cert, args.tls_key))
-    options = pb.DecodingOptions(beam_size=args.beam_size, num_hypotheses=args.n_best, return_scores=args.n_best is not None)
+    options = pb.DecodingOptions(
+        beam_size=args.beam_size,
+        num_hypotheses=args.n_best,
+        return_scores=args.n_best is not None,
+        max_decoding_length=args.max_decoding_length,
+        min_decoding_length=args.min_decoding_length,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+    )
+    split = False if args.no_split else None
+    failed = False
     try:
         if args.health:
             return 0 if client.serving() else 1
@@ -119,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
                 default = " (default)" if model.is_default else ""
                 print(f"{model.name}{default}\tversions {','.join(model.versions)}\t{model.source_language}->{model.target_language}\t{model.architecture}\t{model.variant}")
             return 0
-        responses = [client.translate(args.texts, args.model, options)] if args.texts else client.translate_stream(_chunks(sys.stdin, STDIN_CHUNK), args.model, options)
-        for response in responses:
+        responses = [client.translate(args.texts, args.model, options, split)] if args.texts else client.translate_stream(_chunks(sys.stdin, STDIN_CHUNK), args.model, options, split)
+        for number, response in enumerate(responses):
+            if response.HasField("error"):
+                failed = True
+                code = STATUS_NAMES.get(response.error.code, str(response.error.code))
+                print(f"error: request {number + 1} of the stream ({STDIN_CHUNK} lines each): {code}: {response.error.message}", file=sys.stderr)
             for translation in response.translations:
                 if translation.hypotheses:
                     print("\t".join(f"{h.text}\t{h.score:.4f}" for h in translation.hypotheses))
@@ -134,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         client.close()
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class ServerConfig:
     max_queue_delay_microseconds: int = setting(2000, "dynamic policy: how long a batch waits to fill before it starts")
     max_queue_size: int = setting(2048, "queued sentences per model; beyond it requests get RESOURCE_EXHAUSTED")
     max_texts_per_request: int = setting(128, "texts in one request")
+    max_request_tokens: int = setting(8192, "source tokens of one request, counted after its texts are split into sentences (a 2,000-token document fits)")
     max_beam_size: int = setting(8, "largest beam_size a request may ask for")
     max_receive_message_bytes: int = setting(4 * 1024 * 1024, "largest request message gRPC accepts")
     max_concurrent_streams: int = setting(1024, "concurrent calls per client connection (HTTP/2 streams); more wait in the client")
@@ -94,7 +95,7 @@ def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPa
 
 
 # Settings that count things the server must have at least one of.
-AT_LEAST_ONE = ("decode_workers", "max_batch_size", "max_batch_tokens", "max_queue_size", "max_texts_per_request", "max_beam_size")
+AT_LEAST_ONE = ("decode_workers", "max_batch_size", "max_batch_tokens", "max_queue_size", "max_texts_per_request", "max_request_tokens", "max_beam_size")
 
 
 def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> ServerConfig:

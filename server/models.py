@@ -82,7 +82,8 @@ def warm_up(model: ServedModel) -> None:
     sources = model.translator.encode(["Warm-up."])
     for beam_size in (1, 2):
         options = SearchOptions(beam_size=beam_size, max_decoding_length=8)
-        model.batcher.submit(sources, options).future.result()
+        for item in model.batcher.submit(sources, options):
+            item.future.result()
 
 
 def load_and_warm_up(version_directory: Path, config: ServerConfig, metrics: ServerMetrics) -> ServedModel:

@@ -4,6 +4,7 @@ gRPC status codes here, in one place, and every RPC is counted and timed."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable
 
@@ -26,7 +27,8 @@ from server.errors import (
 from server.lifecycle import Lifecycle
 from server.metrics import ServerMetrics
 from server.models import ServedModel
-from server.validation import RequestedOptions, search_options, source_ids
+from server.segmentation import Segmented
+from server.validation import RequestedOptions, prepare_texts, search_options
 
 STATUS_CODES: dict[type[RequestError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -36,6 +38,11 @@ STATUS_CODES: dict[type[RequestError], grpc.StatusCode] = {
     DecodeFailed: grpc.StatusCode.INTERNAL,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+
+
+# What ends a TranslateStream instead of answering one request with an error: the stream's own
+# deadline passing, the server loading or shutting down.
+STREAM_FAULTS = (DeadlineExceeded, Unavailable)
 
 
 def status_of(error: RequestError) -> grpc.StatusCode:
@@ -50,21 +57,32 @@ DEADLINE_TOLERANCE_SECONDS = 0.01
 
 
 def requested_options(options: pb.DecodingOptions) -> RequestedOptions:
-    def optional(name: str):
-        return getattr(options, name) if options.HasField(name) else None
-
-    return RequestedOptions(optional("beam_size"), optional("length_penalty"), optional("max_decoding_length"), optional("num_hypotheses"))
+    return RequestedOptions(**{f.name: getattr(options, f.name) if options.HasField(f.name) else None for f in dataclasses.fields(RequestedOptions)})
 
 
-def translation_message(nbest: list[Hypothesis], texts: list[str], input_tokens: int, return_scores: bool) -> pb.Translation:
-    best = nbest[0]
-    translation = pb.Translation(text=texts[0], input_tokens=input_tokens, output_tokens=len(best.tokens))
+def translation_message(layout: Segmented, sentences: list[list[Hypothesis]], texts: list[list[str]], input_tokens: int, return_scores: bool) -> pb.Translation:
+    """One text's translation from the n-best lists of its sentences: hypothesis k joins each
+    sentence's k-th best (its last, where a sentence has fewer), scores and lengths summed."""
+    ranks = max(len(nbest) for nbest in sentences)
+
+    def kth(k: int) -> tuple[str, float, int]:
+        chosen = [min(k, len(nbest) - 1) for nbest in sentences]
+        text = layout.join([texts[i][c] for i, c in enumerate(chosen)])
+        return text, sum(sentences[i][c].score for i, c in enumerate(chosen)), sum(len(sentences[i][c].tokens) for i, c in enumerate(chosen))
+
+    text, score, output_tokens = kth(0)
+    translation = pb.Translation(text=text, input_tokens=input_tokens, output_tokens=output_tokens, sentences=len(sentences))
     if return_scores:
-        translation.score = best.score
-    if len(nbest) > 1:
-        for hypothesis, text in zip(nbest, texts):
-            translation.hypotheses.add(text=text, score=hypothesis.score if return_scores else 0.0, output_tokens=len(hypothesis.tokens))
+        translation.score = score
+    if ranks > 1:
+        for k in range(ranks):
+            text, score, output_tokens = kth(k)
+            translation.hypotheses.add(text=text, score=score if return_scores else 0.0, output_tokens=output_tokens)
     return translation
+
+
+def error_response(error: RequestError) -> pb.TranslateResponse:
+    return pb.TranslateResponse(error=pb.Error(code=status_of(error).value[0], message=str(error)))
 
 
 class TranslatorService(translator_pb2_grpc.TranslatorServicer):
@@ -78,22 +96,27 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
 
     async def TranslateStream(self, request_iterator: AsyncIterator[pb.TranslateRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TranslateResponse]:
         """Requests of one stream are decoded concurrently (they batch with each other) and
-        answered in order. A failing request ends the stream with its status."""
-        answers: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()
+        answered in order. A request that fails gets its error in its own response; only a
+        fault of the stream (deadline, server loading or shutting down) ends it."""
+        answers: asyncio.Queue[tuple[str, asyncio.Task] | None] = asyncio.Queue()
 
         async def read() -> None:
             async for request in request_iterator:
-                await answers.put(asyncio.ensure_future(self._translate(request, context, "TranslateStream")))
+                await answers.put((request.model, asyncio.ensure_future(self._translate(request, context, "TranslateStream"))))
             await answers.put(None)
 
         reader = asyncio.ensure_future(read())
         index = 0
         try:
-            while (task := await answers.get()) is not None:
+            while (answer := await answers.get()) is not None:
+                model, task = answer
                 try:
                     yield await task
-                except RequestError as error:
+                except STREAM_FAULTS as error:
                     await context.abort(status_of(error), f"request #{index} of the stream: {error}")
+                except RequestError as error:
+                    self.metrics.stream_errors.labels(model=self._model_label(model), code=status_of(error).name).inc()
+                    yield error_response(error)
                 index += 1
         finally:
             reader.cancel()
@@ -119,8 +142,18 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 available_variants=sorted(model.manifest.variants),
                 is_default=model.name == registry.default_model,
                 max_input_tokens=model.max_input_tokens,
+                max_length_a=model.manifest.decoding.max_length_a,
+                max_length_b=model.manifest.decoding.max_length_b,
             )
         return response
+
+    def _model_label(self, requested: str) -> str:
+        """The metrics label of a model as a request names it."""
+        registry = self.lifecycle.registry
+        if registry is None:
+            return UNKNOWN_MODEL
+        name = requested or registry.default_model
+        return name if name in registry.models else UNKNOWN_MODEL
 
     async def _answer(self, method: str, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
         try:
@@ -152,25 +185,36 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
 
     async def _run(self, model: ServedModel, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
         options = search_options(requested_options(request.options), model, self.config.max_beam_size)
-        sources = source_ids(list(request.texts), model, self.config.max_texts_per_request)
+        split = not request.HasField("split_sentences") or request.split_sentences
+        prepared = prepare_texts(list(request.texts), model, self.config, split)
+        sources = prepared.sources
         try:
-            item = model.batcher.submit(sources, options)
+            items = model.batcher.submit(sources, options)
         except Replaced:  # a newer version took over between resolving the model and now
             model = self.lifecycle.resolve(model.name, request.model_version)
-            item = model.batcher.submit(sources, options)
+            items = model.batcher.submit(sources, options)
         self.metrics.sentences.labels(model=model.name).inc(len(sources))
         self.metrics.input_tokens.labels(model=model.name).inc(sum(len(s) for s in sources))
+        per_text = self.metrics.sentences_per_text.labels(model=model.name)
+        for layout in prepared.texts:
+            per_text.observe(len(layout.sentences))
+        answers = asyncio.gather(*(asyncio.wrap_future(item.future) for item in items))
         try:
-            nbest = await _within_deadline(asyncio.shield(asyncio.wrap_future(item.future)), context.time_remaining())
+            parts = await _within_deadline(asyncio.shield(answers), context.time_remaining())
         except BaseException:  # deadline, cancellation: the work is dropped from queue and batch
-            model.batcher.cancel(item)
+            for item in items:
+                model.batcher.cancel(item)
             raise
-        texts = model.translator.tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses])
+        nbest = [hypotheses for part in parts for hypotheses in part]
+        decoded = iter(model.translator.tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses]))
+        texts = [[next(decoded) for _ in hypotheses] for hypotheses in nbest]
         response = pb.TranslateResponse(model=model.name, model_version=model.version)
-        offset = 0
-        for hypotheses, source in zip(nbest, sources):
-            response.translations.append(translation_message(hypotheses, texts[offset : offset + len(hypotheses)], len(source), request.options.return_scores))
-            offset += len(hypotheses)
+        first = 0
+        for layout in prepared.texts:
+            last = first + len(layout.sentences)
+            input_tokens = sum(len(source) for source in sources[first:last])
+            response.translations.append(translation_message(layout, nbest[first:last], texts[first:last], input_tokens, request.options.return_scores))
+            first = last
         return response
 
 

@@ -4,11 +4,15 @@ Everything is checked before any work is queued."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from decoding.batching import SearchOptions
+from decoding.constraints import LengthBound, TokenRules
+from server.config import ServerConfig
 from server.errors import InvalidRequest
 from server.models import ServedModel
+from server.segmentation import Segmented, split_long, split_text, whole
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,9 @@ class RequestedOptions:
     length_penalty: float | None = None
     max_decoding_length: int | None = None
     num_hypotheses: int | None = None
+    min_decoding_length: int | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
 
 
 def search_options(requested: RequestedOptions, model: ServedModel, max_beam_size: int) -> SearchOptions:
@@ -35,23 +42,86 @@ def search_options(requested: RequestedOptions, model: ServedModel, max_beam_siz
     num_hypotheses = 1 if requested.num_hypotheses is None else requested.num_hypotheses
     if not 1 <= num_hypotheses <= beam_size:
         raise InvalidRequest(f"options.num_hypotheses must be between 1 and beam_size ({beam_size}), got {num_hypotheses}")
-    return SearchOptions(beam_size=beam_size, length_penalty=length_penalty, num_hypotheses=num_hypotheses, max_decoding_length=max_length)
+    return SearchOptions(
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        num_hypotheses=num_hypotheses,
+        max_decoding_length=max_length,
+        length_bound=LengthBound(model.manifest.decoding.max_length_a, model.manifest.decoding.max_length_b),
+        rules=token_rules(requested, max_length),
+    )
 
 
-def source_ids(texts: list[str], model: ServedModel, max_texts: int) -> list[list[int]]:
-    """Tokenized texts (each ending in eos), all within the model's input length."""
+def token_rules(requested: RequestedOptions, max_length: int) -> TokenRules:
+    min_length = 0 if requested.min_decoding_length is None else requested.min_decoding_length
+    if min_length > max_length:
+        raise InvalidRequest(f"options.min_decoding_length must be at most max_decoding_length ({max_length}), got {min_length}")
+    penalty = 1.0 if requested.repetition_penalty is None else requested.repetition_penalty
+    if not (math.isfinite(penalty) and penalty > 0):
+        raise InvalidRequest(f"options.repetition_penalty must be a finite number > 0 (1 is off; above 1 discourages repeated tokens), got {penalty}")
+    ngram = 0 if requested.no_repeat_ngram_size is None else requested.no_repeat_ngram_size
+    if ngram > max_length:
+        raise InvalidRequest(f"options.no_repeat_ngram_size must be at most max_decoding_length ({max_length}; 0 is off), got {ngram}")
+    return TokenRules(min_length=min_length, repetition_penalty=penalty, no_repeat_ngram_size=ngram)
+
+
+@dataclass(frozen=True)
+class PreparedTexts:
+    """A request's texts as the sentences to decode: sources holds every sentence of every text,
+    in order; texts[i] says how text i is laid out around its sentences."""
+
+    texts: list[Segmented]
+    sources: list[list[int]]  # token ids, each ending in eos
+
+
+def prepare_texts(texts: list[str], model: ServedModel, config: ServerConfig, split_sentences: bool) -> PreparedTexts:
+    """Each text split into sentences (or kept whole), tokenized, every sentence within the
+    model's input length, the request within the server's limits."""
     if not texts:
-        raise InvalidRequest("texts is empty: send at least one sentence to translate")
-    if len(texts) > max_texts:
-        raise InvalidRequest(f"{len(texts)} texts in one request; the limit is {max_texts}: split them over several requests")
-    for index, text in enumerate(texts):
-        if not text.strip():
-            raise InvalidRequest(f"texts[{index}] is empty or whitespace only: every text must hold a sentence")
-    sources = model.translator.encode(texts)
-    limit = model.max_input_tokens
-    for index, ids in enumerate(sources):
-        if len(ids) > limit:
+        raise InvalidRequest("texts is empty: send at least one text to translate")
+    if len(texts) > config.max_texts_per_request:
+        raise InvalidRequest(f"{len(texts)} texts in one request; the limit is {config.max_texts_per_request}: split them over several requests")
+    language = model.manifest.spec.source_language
+    segmented = [split_text(text, language) if split_sentences else whole(text) for text in texts]
+    for index, text in enumerate(segmented):
+        if not text.sentences:
+            raise InvalidRequest(f"texts[{index}] is empty or holds only whitespace or invisible characters: every text must hold something to translate")
+    tokenizer, limit = model.translator.tokenizer, model.max_input_tokens
+    laid_out: list[Segmented] = []
+    sources: list[list[int]] = []
+    for index, text in enumerate(segmented):
+        encoded = model.translator.encode(text.sentences)
+        if all(len(ids) <= limit for ids in encoded):
+            laid_out.append(text)
+            sources += encoded
+            continue
+        if not split_sentences:
+            longest = max(len(ids) for ids in encoded)
             raise InvalidRequest(
-                f"texts[{index}] is {len(ids)} tokens long after tokenization; model {model.name} accepts at most {limit}: split the text into sentences"
+                f"texts[{index}] is {longest} tokens long after tokenization; model {model.name} accepts at most {limit}: split the text into sentences, or leave split_sentences unset"
             )
-    return sources
+        text = _within_limit(text, lambda piece: len(tokenizer.encode(piece)), limit)
+        laid_out.append(text)
+        sources += model.translator.encode(text.sentences)
+    tokens = sum(len(ids) for ids in sources)
+    if tokens > config.max_request_tokens:
+        raise InvalidRequest(
+            f"the request holds {tokens} source tokens after splitting into sentences; the limit is {config.max_request_tokens}: send the text in several requests"
+        )
+    if len(sources) > config.max_queue_size:
+        raise InvalidRequest(
+            f"the request holds {len(sources)} sentences; model {model.name}'s queue holds at most {config.max_queue_size}: send the text in several requests"
+        )
+    return PreparedTexts(laid_out, sources)
+
+
+def _within_limit(text: Segmented, tokens: Callable[[str], int], limit: int) -> Segmented:
+    """The text with each sentence over the limit replaced by its pieces."""
+    sentences: list[str] = []
+    gaps = [text.gaps[0]]
+    for sentence, gap in zip(text.sentences, text.gaps[1:]):
+        pieces = split_long(sentence, tokens, limit)
+        sentences += pieces.sentences
+        gaps[-1] += pieces.gaps[0]
+        gaps += pieces.gaps[1:-1] + [pieces.gaps[-1] + gap]
+    return Segmented(sentences, gaps)

@@ -1,4 +1,4 @@
-"""Command line: python -m training {train,evaluate,translate,average} --help."""
+"""Command line: python -m training {train,evaluate,translate,length-bound,average} --help."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from decoding.constraints import LengthBound
 from nmt_spec import Tokenizer
+from nmt_spec.manifest import DecodingDefaults
 from training.checkpoint import average_checkpoints, load_model
 from training.config import DataConfig, load_config
 from training.data import read_parallel
@@ -54,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_options(translate_command)
     translate_command.add_argument("texts", nargs="*", help="sentences to translate; none: read stdin")
 
+    bound = commands.add_parser(
+        "length-bound",
+        help="target/source length ratios of a corpus split, and how many pairs an output bound a x source + b would cut",
+        description="Measures, with a run's tokenizer, the target/source token ratios of a split (eos counted on both sides) "
+        "and counts the pairs longer than a x source + b for the bound the manifest's decoding defaults hold.",
+    )
+    bound.add_argument("--tokenizer", required=True, type=Path, help="a tokenizer.model (of a run or a model version)")
+    bound.add_argument("--split", default=DataConfig.train_split, help="file stem in --data-dir (default: %(default)s)")
+    bound.add_argument("--data-dir", default=DataConfig.directory, help="corpus directory (default: %(default)s)")
+    bound.add_argument("-a", type=float, default=DecodingDefaults.max_length_a, help="(default: %(default)s)")
+    bound.add_argument("-b", type=int, default=DecodingDefaults.max_length_b, help="(default: %(default)s)")
+
     average = commands.add_parser("average", help="average the weights of several checkpoints of one run")
     average.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files, e.g. runs/x/epoch*.pt")
     average.add_argument("--output", required=True, type=Path, help="where to write the averaged checkpoint (beside its tokenizer)")
@@ -91,6 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         for translation in translate(model, tokenizer, spec, texts, args.beam_size, args.length_penalty, args.max_batch_tokens):
             print(translation)
+    elif args.command == "length-bound":
+        tokenizer = Tokenizer(args.tokenizer)
+        sources, targets = read_parallel(DataConfig(directory=args.data_dir), args.split)
+        source_lengths = np.array([len(ids) for ids in tokenizer.encode_batch(sources)])
+        target_lengths = np.array([len(ids) for ids in tokenizer.encode_batch(targets)])
+        ratios = target_lengths / source_lengths
+        limits = LengthBound(args.a, args.b).limits(source_lengths.tolist(), int(target_lengths.max()) + 1)
+        print(json.dumps({
+            "split": args.split, "pairs": len(sources), "ratio_mean": round(float(ratios.mean()), 3),
+            "ratio_p99": round(float(np.percentile(ratios, 99)), 3), "ratio_p99.9": round(float(np.percentile(ratios, 99.9)), 3),
+            "ratio_max": round(float(ratios.max()), 3), "bound": f"{args.a} x source + {args.b}", "pairs_over_the_bound": int((target_lengths > limits).sum()),
+        }))  # fmt: skip
     elif args.command == "average":
         average_checkpoints(args.checkpoints, args.output)
         print(f"averaged {len(args.checkpoints)} checkpoints into {args.output}")

@@ -63,7 +63,11 @@ class TranslatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TranslateStream(self, request_iterator, context):
-        """One response per request, in request order, over one stream.
+        """One response per request, in request order, over one stream. A request that is invalid or
+        fails (INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL) gets a response that holds
+        only its `error`, and the stream goes on answering the requests after it. Only faults of the
+        stream itself end it, with their status: its deadline (DEADLINE_EXCEEDED), the client
+        cancelling (CANCELLED), the server loading or shutting down (UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -256,7 +256,7 @@ def test_sentences_joining_a_running_batch_get_the_answers_they_get_alone(export
     while pending or batch.searches:
         if pending and step % 2 == 0:
             joining, pending = pending[:2], pending[2:]
-            new = [make_search(options, 1, special) for _ in joining]
+            new = [make_search(options, [sources[i]], special) for i in joining]
             batch.admit(new, [sources[i] for i in joining])
             searches.update(zip(joining, new))
             if cancelled is None and step == 2:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from decoding.batching import SearchOptions
 from decoding.runtime import RuntimeConfig
 from decoding.translator import Translator
 from tests.server.running_server import MODELS
@@ -20,4 +19,5 @@ def direct() -> dict[str, Translator]:
 
 
 def greedy(translator: Translator, texts: list[str]) -> list[str]:
-    return translator.translate(texts, SearchOptions(max_decoding_length=translator.spec.max_target_length))
+    """What the server answers one sentence each: the model's default decoding."""
+    return translator.translate(texts)

@@ -16,13 +16,20 @@ from tests.server.conftest import TEST_SENTENCES, greedy
 from tests.server.running_server import RunningServer, accepted_sentences, start_server
 
 LONG_TEXT = " ".join(TEST_SENTENCES[:40])  # far over 128 tokens
+HUGE_DOCUMENT = "\n".join(TEST_SENTENCES)  # about 15,000 tokens
 Options = pb.DecodingOptions
 
 BAD_REQUESTS = [
     ("no texts", pb.TranslateRequest(texts=[]), grpc.StatusCode.INVALID_ARGUMENT, "texts is empty"),
     ("empty text", pb.TranslateRequest(texts=["A dog.", ""]), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[1\] is empty"),
-    ("whitespace text", pb.TranslateRequest(texts=[" \t\n"]), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[0\] is empty or whitespace"),
-    ("text too long", pb.TranslateRequest(texts=["A dog.", LONG_TEXT]), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[1\] is \d+ tokens long.*at most 128"),
+    ("whitespace text", pb.TranslateRequest(texts=[" \t\n"]), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[0\] is empty or holds only whitespace"),
+    ("invisible characters only", pb.TranslateRequest(texts=["\u200b\ufeff \u200d"]), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[0\] is empty or holds only whitespace or invisible"),
+    ("text too long, unsplit", pb.TranslateRequest(texts=["A dog.", LONG_TEXT], split_sentences=False), grpc.StatusCode.INVALID_ARGUMENT, r"texts\[1\] is \d+ tokens long.*at most 128.*split_sentences"),
+    ("document over the request limit", pb.TranslateRequest(texts=[HUGE_DOCUMENT]), grpc.StatusCode.INVALID_ARGUMENT, r"holds \d+ source tokens after splitting.*limit is 8192"),
+    ("min length over max", pb.TranslateRequest(texts=["A dog."], options=Options(max_decoding_length=5, min_decoding_length=6)), grpc.StatusCode.INVALID_ARGUMENT, r"min_decoding_length must be at most max_decoding_length \(5\)"),
+    ("repetition penalty 0", pb.TranslateRequest(texts=["A dog."], options=Options(repetition_penalty=0)), grpc.StatusCode.INVALID_ARGUMENT, "repetition_penalty must be a finite number > 0"),
+    ("infinite repetition penalty", pb.TranslateRequest(texts=["A dog."], options=Options(repetition_penalty=float("inf"))), grpc.StatusCode.INVALID_ARGUMENT, "repetition_penalty"),
+    ("n-gram size over max", pb.TranslateRequest(texts=["A dog."], options=Options(max_decoding_length=4, no_repeat_ngram_size=5)), grpc.StatusCode.INVALID_ARGUMENT, r"no_repeat_ngram_size must be at most max_decoding_length \(4"),
     ("too many texts", pb.TranslateRequest(texts=["A dog."] * 129), grpc.StatusCode.INVALID_ARGUMENT, "129 texts.*limit is 128"),
     ("beam 0", pb.TranslateRequest(texts=["A dog."], options=Options(beam_size=0)), grpc.StatusCode.INVALID_ARGUMENT, "beam_size must be between 1 and 8"),
     ("beam over the limit", pb.TranslateRequest(texts=["A dog."], options=Options(beam_size=9)), grpc.StatusCode.INVALID_ARGUMENT, "beam_size.*got 9"),

@@ -8,7 +8,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from decoding.batching import SearchOptions
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from server.client import TranslatorClient
@@ -39,7 +38,7 @@ def test_beam_search_returns_the_n_best_of_the_decoding_module(server: RunningSe
     texts = TEST_SENTENCES[30:34]
     options = pb.DecodingOptions(beam_size=4, num_hypotheses=3, length_penalty=0.6, return_scores=True)
     response = TranslatorClient(server.target).translate(texts, model=model, options=options)
-    expected = direct[model].translate_ids(direct[model].encode(texts), SearchOptions(beam_size=4, num_hypotheses=3, length_penalty=0.6, max_decoding_length=128))
+    expected = direct[model].translate_ids(direct[model].encode(texts), direct[model].default_options(beam_size=4, num_hypotheses=3, length_penalty=0.6))
     for translation, nbest in zip(response.translations, expected):
         assert [h.text for h in translation.hypotheses] == [h.text for h in nbest]
         assert translation.text == nbest[0].text
@@ -78,6 +77,6 @@ def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, 
     finally:
         assert running.stop() == 0
     for (model, batch, options), response in zip(requests, responses):
-        search = SearchOptions(beam_size=options.beam_size if options else 1, max_decoding_length=128)
+        search = direct[model].default_options(beam_size=options.beam_size if options else 1)
         expected = [nbest[0].text for nbest in direct[model].translate_ids(direct[model].encode(batch), search)]
         assert [t.text for t in response.translations] == expected, (policy, model, batch)
