@@ -3,8 +3,8 @@ the translations back into one text with the original whitespace and line breaks
 
 Lines are split first (a line break always ends a sentence), then each line into sentences by
 sentencex (Wikimedia's rule-based segmenter: on 534 paragraphs of 5 Multi30k sentences it
-recovered 533 exactly at about 2 us a sentence, where pysbd recovered 534 at 680 us and
-sentence-splitter 520, losing double spaces; docs/RESULTS-SEGMENTATION.md). A sentence still
+recovered 532 exactly at under 3 us a sentence, where pysbd recovered 534 at 600 us and
+sentence-splitter 520, losing double spaces; docs/SEGMENTATION.md). A sentence still
 longer than the model accepts is cut at clause punctuation, then at whitespace, then, as a last
 resort, between characters."""
 

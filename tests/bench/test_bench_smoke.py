@@ -64,3 +64,12 @@ def test_gpu_benchmark_runs_its_measurements_on_the_cpu() -> None:
     rows = [line for line in report.splitlines() if line.startswith(("| onnx |", "| pytorch |", "| server |"))]
     assert len(rows) == 9 and all(line.rstrip().endswith("| 100.0% |") for line in rows), rows
     assert (written.parent / "bench-gpu.png").stat().st_size > 10_000
+
+
+def test_the_segmenter_comparison_counts_every_segmenter_on_real_paragraphs(tmp_path: Path) -> None:
+    out = tmp_path / "SEGMENTATION.md"
+    result = subprocess.run([sys.executable, "-m", "bench.segmentation", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\| (\S+) \| (\d+) / 534 \|", out.read_text(), re.MULTILINE)}
+    assert set(rows) == {"sentencex", "pysbd", "sentence-splitter"}
+    assert rows["sentencex"] >= 530, "the server's segmenter no longer recovers Multi30k paragraphs"
