@@ -61,6 +61,7 @@ class SearchOptions:
     max_decoding_length: int = 128  # target tokens (eos included), for every sentence
     length_bound: LengthBound = LengthBound()  # and at most this function of each source's length
     rules: TokenRules = TokenRules()
+    with_attention: bool = False  # hypotheses carry their attention over the source
 
     def max_lengths(self, sources: Sequence[Sequence[int]]) -> np.ndarray:
         """Each sentence's maximum output length: the bound of its source, within the cap, and
@@ -72,8 +73,8 @@ class SearchOptions:
 def make_search(options: SearchOptions, sources: Sequence[Sequence[int]], special: SpecialIds) -> Search:
     max_lengths = options.max_lengths(sources)
     if options.beam_size == 1:
-        return GreedySearch(len(sources), special, max_lengths, options.rules)
-    return BeamSearch(len(sources), special, max_lengths, options.beam_size, options.length_penalty, options.num_hypotheses, options.rules)
+        return GreedySearch(len(sources), special, max_lengths, options.rules, options.with_attention)
+    return BeamSearch(len(sources), special, max_lengths, options.beam_size, options.length_penalty, options.num_hypotheses, options.rules, options.with_attention)
 
 
 def search_batches(

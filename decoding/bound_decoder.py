@@ -77,6 +77,8 @@ class BoundIncrementalDecoder:
             self.to_device,
         )
         self.rows = RowPositions(source_ids.shape[0])
+        self.output_attentions = False
+        self.attention: np.ndarray | None = None
 
     def to_device(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, self.device_id)
@@ -86,18 +88,19 @@ class BoundIncrementalDecoder:
         binding = decoder.io_binding()
         binding.bind_cpu_input(DECODER_INPUT_IDS, np.ascontiguousarray(tokens.reshape(-1, 1), dtype=np.int64))
         mask = self.rows.next_mask()
-        for name, value in self.model.position_feeds(self.rows, mask).items():
+        for name, value in self.model.step_feeds(self.rows, mask, self.output_attentions).items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name, value in (self.constants | self.state).items():
             binding.bind_ortvalue_input(name, value)
         for name in self.model.decoder_outputs:
-            if name == LOG_PROBS:
+            if name in (LOG_PROBS, self.model.attention_output):
                 binding.bind_output(name)  # to the host: the search reads it
             else:
                 binding.bind_output(name, self.device, self.device_id)
         decoder.run_with_iobinding(binding)
         outputs = dict(zip(self.model.decoder_outputs, binding.get_outputs()))
         self.state = {name: outputs[present_name(name)] for name in self.state}
+        self.attention = self.model.attention_of(outputs[self.model.attention_output].numpy()) if self.output_attentions else None
         self.rows.advance(mask)
         unused = self.rows.unused_leading_slots()
         if unused and (unused >= DROP_UNUSED_SLOTS_AT or not self.model.takes_decoder_mask):

@@ -24,10 +24,13 @@ from decoding.graph_io import (
 )
 from decoding.runtime import CUDA
 from nmt_spec.graph_names import (
+    ATTENTION_WEIGHTS,
+    CROSS_ATTENTIONS,
     DECODER_INPUT_IDS,
     DECODER_MASK,
     ENCODER_INPUT_IDS,
     LOG_PROBS,
+    OUTPUT_ATTENTIONS,
     POSITION_IDS,
 )
 
@@ -38,14 +41,24 @@ ENCODER_CALL_COST_TOKENS = 64
 class OnnxSeq2Seq:
     """The two sessions of one model variant."""
 
-    def __init__(self, encoder: ort.InferenceSession, decoder: ort.InferenceSession, bind_to_device: bool | None = None, pad_id: int | None = None) -> None:
+    def __init__(
+        self,
+        encoder: ort.InferenceSession,
+        decoder: ort.InferenceSession,
+        bind_to_device: bool | None = None,
+        pad_id: int | None = None,
+        attention_layer: int = -1,
+    ) -> None:
         """bind_to_device: keep encoder outputs and caches in the sessions' device memory between
         steps (IOBinding); None: on CUDA only, where it saves two host copies per step.
         pad_id: the padding of source batches; given, a batch of mixed lengths is encoded in
-        groups of similar length (on the host)."""
+        groups of similar length (on the host).
+        attention_layer: the decoder layer (an index, -1 the last) whose cross-attention a step
+        returns when asked, for graphs that have one per layer."""
         self.encoder = encoder
         self.decoder = decoder
         self.pad_id = pad_id
+        self.attention_layer = attention_layer
         self.encoder_outputs = [o.name for o in encoder.get_outputs()]
         self.encoder_padding = {o.name: padding_of(o.shape) for o in encoder.get_outputs()}
         encoder_outputs = set(self.encoder_outputs)
@@ -58,8 +71,11 @@ class OnnxSeq2Seq:
         input_types = {i.name: i.type for i in decoder.get_inputs()}
         self.takes_positions = POSITION_IDS in decoder_inputs
         self.takes_decoder_mask = DECODER_MASK in decoder_inputs
+        self.takes_attention_switch = OUTPUT_ATTENTIONS in decoder_inputs
+        # The RNN's attention is part of its step; the Transformer's is computed when asked.
+        self.attention_output = next((name for name in (CROSS_ATTENTIONS, ATTENTION_WEIGHTS) if name in self.decoder_outputs), None)
         for name, shape in decoder_inputs.items():
-            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK):
+            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS):
                 continue
             if name in encoder_outputs:
                 self.constant_inputs.append(name)
@@ -101,14 +117,26 @@ class OnnxSeq2Seq:
         }
         return constants, state
 
-    def position_feeds(self, rows: RowPositions, mask: np.ndarray) -> dict[str, np.ndarray]:
-        """The inputs that place each row: its position, and this step's cache mask."""
+    def step_feeds(self, rows: RowPositions, mask: np.ndarray, output_attentions: bool) -> dict[str, np.ndarray]:
+        """The inputs that place each row (its position, and this step's cache mask) and say
+        whether to compute the attention."""
         feeds = {}
         if self.takes_positions:
             feeds[POSITION_IDS] = rows.positions.reshape(-1, 1)
         if self.takes_decoder_mask:
             feeds[DECODER_MASK] = mask
+        if self.takes_attention_switch:
+            feeds[OUTPUT_ATTENTIONS] = np.array(output_attentions)
         return feeds
+
+    @property
+    def has_attention(self) -> bool:
+        return self.attention_output is not None
+
+    def attention_of(self, output: np.ndarray) -> np.ndarray:
+        """(rows, S) float32: this step's attention over the source, from the graph's output."""
+        chosen = output[:, self.attention_layer] if self.attention_output == CROSS_ATTENTIONS else output
+        return chosen.astype(np.float32, copy=False)
 
     def pads_at_start(self, name: str) -> bool:
         """A self-attention cache: its first slots are the oldest, dropped once no row uses them."""
@@ -130,12 +158,15 @@ class OnnxIncrementalDecoder:
         self.model = model
         self.constants, self.state = model.split_encoded(model.encode(source_ids), source_ids.shape[0], lambda zeros: zeros)
         self.rows = RowPositions(source_ids.shape[0])
+        self.output_attentions = False  # set before a step that should also give `attention`
+        self.attention: np.ndarray | None = None  # (rows, S) of the last step, when asked
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         mask = self.rows.next_mask()
-        feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.model.position_feeds(self.rows, mask), **self.constants, **self.state}
+        feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.model.step_feeds(self.rows, mask, self.output_attentions), **self.constants, **self.state}
         outputs = dict(zip(self.model.decoder_outputs, self.model.decoder.run(None, feeds)))
         self.state = {name: outputs[present_name(name)] for name in self.state}
+        self.attention = self.model.attention_of(outputs[self.model.attention_output]) if self.output_attentions else None
         self.rows.advance(mask)
         self._drop_unused_cache()
         return outputs[LOG_PROBS]

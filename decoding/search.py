@@ -21,7 +21,12 @@ class IncrementalDecoder(Protocol):
     """A source batch already encoded, decoded one target position at a time.
 
     Rows are the sentences (or beams) still being decoded; each row knows its own position.
-    ``select`` keeps, repeats or reorders rows, so the decoder's caches follow the search."""
+    ``select`` keeps, repeats or reorders rows, so the decoder's caches follow the search.
+    With ``output_attentions`` set before a step, ``attention`` holds that step's attention
+    over the source (rows, S) after it."""
+
+    output_attentions: bool
+    attention: np.ndarray | None
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (rows,) int64, the previous token of each row -> log-probabilities of the
@@ -44,6 +49,19 @@ class Hypothesis:
     tokens: list[int]  # without bos and eos
     score: float  # sum of token log-probabilities, eos included when it was generated
     normalized_score: float  # score / length ** length_penalty: what beams are ranked by
+    # (len(tokens), S), with_attention only: row t is the attention over the (padded) source
+    # when token t was chosen
+    attention: np.ndarray | None = None
+
+
+def stacked(rows: list[np.ndarray]) -> np.ndarray:
+    """Attention rows of one hypothesis as (T, S); a row from before a longer sentence joined
+    the batch is narrower, and the source positions it lacks had no weight."""
+    width = max((len(row) for row in rows), default=0)
+    out = np.zeros((len(rows), width), dtype=np.float32)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
 
 
 def per_sentence(max_length: int | Sequence[int], sentences: int) -> np.ndarray:
@@ -67,23 +85,27 @@ class StepOutput:
     log_probs: np.ndarray  # (rows, V)
     best: np.ndarray  # (rows,) int64
     best_log_probs: np.ndarray  # (rows,)
+    attention: np.ndarray | None = None  # (rows, S), when a search asked for it
 
     @classmethod
-    def of(cls, log_probs: np.ndarray) -> StepOutput:
+    def of(cls, log_probs: np.ndarray, attention: np.ndarray | None = None) -> StepOutput:
         best = log_probs.argmax(axis=-1)
-        return cls(log_probs, best, log_probs[np.arange(len(best)), best])
+        return cls(log_probs, best, log_probs[np.arange(len(best)), best], attention)
 
     def take(self, rows: np.ndarray) -> StepOutput:
         if len(rows) and rows[-1] - rows[0] == len(rows) - 1:  # a contiguous block: views, no copies
-            block = slice(int(rows[0]), int(rows[-1]) + 1)
-            return StepOutput(self.log_probs[block], self.best[block], self.best_log_probs[block])
-        return StepOutput(self.log_probs[rows], self.best[rows], self.best_log_probs[rows])
+            index = slice(int(rows[0]), int(rows[-1]) + 1)
+        else:
+            index = rows
+        attention = self.attention[index] if self.attention is not None else None
+        return StepOutput(self.log_probs[index], self.best[index], self.best_log_probs[index], attention)
 
 
 class Search(Protocol):
     """The search of some sentences over the decoder rows it owns (a contiguous block)."""
 
     sentences: int
+    with_attention: bool  # its hypotheses carry their attention
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, tokens): which of its freshly encoded sentences each first row decodes, and
@@ -102,11 +124,13 @@ class GreedySearch:
     sentences of many requests (a server merges them: one search per step instead of one per
     request); `finished` says which sentences are done, `cancel` drops some before they are."""
 
-    def __init__(self, sentences: int, special: SpecialIds, max_length: int | Sequence[int], rules: TokenRules = TokenRules()) -> None:
+    def __init__(self, sentences: int, special: SpecialIds, max_length: int | Sequence[int], rules: TokenRules = TokenRules(), with_attention: bool = False) -> None:
         self.sentences = sentences
         self.special = special
         self.max_lengths = per_sentence(max_length, sentences)
         self.rules = rules
+        self.with_attention = with_attention
+        self.attention: list[list[np.ndarray]] = [[] for _ in range(sentences)]
         self.position = 0
         self.active = np.arange(sentences)  # sentence of each row
         self.tokens: list[list[int]] = [[] for _ in range(sentences)]
@@ -123,12 +147,15 @@ class GreedySearch:
 
     def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
         if self.rules.active:
-            step = StepOutput.of(self.rules.apply(step.log_probs, [self.tokens[s] for s in self.active.tolist()], self.position, self.special.eos))
+            step = StepOutput.of(self.rules.apply(step.log_probs, [self.tokens[s] for s in self.active.tolist()], self.position, self.special.eos), step.attention)
         best = step.best
         self.scores[self.active] += step.best_log_probs
         unfinished = (best != self.special.eos) & ~self.cancelled[self.active]
         for sentence, token in zip(self.active[unfinished].tolist(), best[unfinished].tolist()):
             self.tokens[sentence].append(token)
+        if self.with_attention:
+            for row in np.flatnonzero(unfinished).tolist():
+                self.attention[int(self.active[row])].append(step.attention[row])
         self.position += 1
         unfinished &= self.max_lengths[self.active] > self.position
         keep = np.flatnonzero(unfinished)
@@ -137,7 +164,8 @@ class GreedySearch:
         return keep, best[keep]
 
     def results(self, start: int = 0, stop: int | None = None) -> list[list[Hypothesis]]:
-        return [[Hypothesis(t, float(s), float(s))] for t, s in zip(self.tokens[start:stop], self.scores[start:stop])]
+        attention = [stacked(rows) if self.with_attention else None for rows in self.attention[start:stop]]
+        return [[Hypothesis(t, float(s), float(s), a)] for t, s, a in zip(self.tokens[start:stop], self.scores[start:stop], attention)]
 
 
 class BeamSearch:
@@ -154,6 +182,7 @@ class BeamSearch:
         length_penalty: float = 1.0,
         num_hypotheses: int = 1,
         rules: TokenRules = TokenRules(),
+        with_attention: bool = False,
     ) -> None:
         if not 1 <= num_hypotheses <= beam_size:
             raise ValueError(f"num_hypotheses must be between 1 and beam_size ({beam_size})")
@@ -161,6 +190,7 @@ class BeamSearch:
         self.special = special
         self.max_lengths = per_sentence(max_length, sentences)
         self.rules = rules
+        self.with_attention = with_attention
         self.beam_size = beam_size
         self.length_penalty = length_penalty
         self.num_hypotheses = num_hypotheses
@@ -169,14 +199,16 @@ class BeamSearch:
         self.beam_scores = np.zeros((sentences, beam_size))
         self.beam_scores[:, 1:] = -np.inf  # the beams start identical: expand only the first
         self.beam_tokens: list[list[int]] = [[] for _ in range(sentences * beam_size)]
+        self.beam_attention: list[list[np.ndarray]] = [[] for _ in range(sentences * beam_size)]  # reordered with the beams
         self.finished: list[list[Hypothesis]] = [[] for _ in range(sentences)]
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         rows = np.repeat(np.arange(self.sentences), self.beam_size)
         return rows, np.full(len(rows), self.special.bos, dtype=np.int64)
 
-    def _finish(self, sentence: int, tokens: list[int], score: float, length: int) -> None:
-        self.finished[sentence].append(Hypothesis(list(tokens), score, length_normalized(score, length, self.length_penalty)))
+    def _finish(self, sentence: int, row: int, score: float, length: int) -> None:
+        attention = stacked(self.beam_attention[row]) if self.with_attention else None
+        self.finished[sentence].append(Hypothesis(list(self.beam_tokens[row]), score, length_normalized(score, length, self.length_penalty), attention))
 
     def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
         log_probs = step.log_probs
@@ -200,7 +232,7 @@ class BeamSearch:
                 row, token = slot * beam_size + flat // vocab, flat % vocab
                 if token == self.special.eos:
                     if rank < beam_size and score > -np.inf:
-                        self._finish(sentence, self.beam_tokens[row], score, len(self.beam_tokens[row]) + 1)
+                        self._finish(sentence, row, score, len(self.beam_tokens[row]) + 1)
                     continue
                 chosen_rows.append(row)
                 chosen_tokens.append(token)
@@ -214,6 +246,8 @@ class BeamSearch:
             next_tokens += chosen_tokens
             next_scores += chosen_scores
         self.beam_tokens = [self.beam_tokens[r] + [t] for r, t in zip(next_rows, next_tokens)]
+        if self.with_attention:
+            self.beam_attention = [self.beam_attention[r] + [step.attention[r]] for r in next_rows]
         self.open = self.open[still_open]
         self.beam_scores = np.array(next_scores).reshape(len(self.open), beam_size)
         self.position += 1
@@ -230,12 +264,14 @@ class BeamSearch:
             for beam in range(self.beam_size):
                 score = float(self.beam_scores[slot, beam])
                 if score > -np.inf:
-                    hypothesis = self.beam_tokens[slot * self.beam_size + beam]
-                    self._finish(int(self.open[slot]), hypothesis, score, len(hypothesis))
+                    row = slot * self.beam_size + beam
+                    self._finish(int(self.open[slot]), row, score, len(self.beam_tokens[row]))
         going_on = np.flatnonzero(~at_limit)
         kept = (going_on[:, None] * self.beam_size + np.arange(self.beam_size)).ravel()
         self.open, self.beam_scores = self.open[going_on], self.beam_scores[going_on]
         self.beam_tokens = [self.beam_tokens[r] for r in kept.tolist()]
+        if self.with_attention:
+            self.beam_attention = [self.beam_attention[r] for r in kept.tolist()]
         return rows[kept], tokens[kept]
 
     def results(self, start: int = 0, stop: int | None = None) -> list[list[Hypothesis]]:
@@ -322,7 +358,10 @@ class RunningBatch:
 
     def step(self) -> list[Search]:
         assert self.decoder is not None, "step() on an empty batch"
-        output = StepOutput.of(self.decoder.step(self.tokens))
+        # Computed only for the steps of batches holding a search that wants it.
+        self.decoder.output_attentions = any(search.with_attention for search in self.searches)
+        log_probs = self.decoder.step(self.tokens)
+        output = StepOutput.of(log_probs, self.decoder.attention if self.decoder.output_attentions else None)
         kept_rows, kept_tokens, running, done = [], [], [], []
         reordered = False
         for search, rows in zip(self.searches, self.rows):

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from decoding.batching import SearchOptions, search_batches
 from decoding.constraints import LengthBound
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session
-from nmt_spec import ModelSpec, Tokenizer
+from nmt_spec import ModelSpec, Tokenizer, TransformerConfig
 from nmt_spec.manifest import DecodingDefaults, GraphInfo, Manifest, ManifestError
 
-ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
 
 
 def check_io(session: ort.InferenceSession, declared: GraphInfo, path: Path) -> None:
@@ -37,6 +39,7 @@ class TranslationHypothesis:
     tokens: list[int]  # target token ids, without bos and eos
     score: float  # sum of token log-probabilities
     normalized_score: float
+    attention: np.ndarray | None = None  # (tokens, S) when the options asked for it
 
 
 class Translator:
@@ -57,8 +60,11 @@ class Translator:
         self.max_batch_size = max_batch_size  # sentences per batch; None: bounded by tokens only
 
     @classmethod
-    def from_repository(cls, version_directory: Path, variant: str = "fp32", runtime: RuntimeConfig = RuntimeConfig(), manifest: Manifest | None = None) -> Translator:
-        """Load models/<name>/<version>/ as its manifest describes (files verified by sha256)."""
+    def from_repository(
+        cls, version_directory: Path, variant: str = "fp32", runtime: RuntimeConfig = RuntimeConfig(), manifest: Manifest | None = None, attention_layer: int = 0
+    ) -> Translator:
+        """Load models/<name>/<version>/ as its manifest describes (files verified by sha256).
+        attention_layer: the decoder layer (from 1) whose attention is returned; 0: the manifest's."""
         manifest = manifest or Manifest.load(version_directory)
         if variant not in manifest.variants:
             raise ManifestError(f"{version_directory}: no variant {variant!r}; it has {sorted(manifest.variants)}")
@@ -73,7 +79,14 @@ class Translator:
                 raise ManifestError(f"{path}: ONNX Runtime cannot load it: {str(error).strip()[:300]}") from error
             check_io(session, info, path)
             sessions.append(session)
-        return cls(OnnxSeq2Seq(*sessions, pad_id=manifest.spec.special_ids.pad), manifest.spec, tokenizer, decoding=manifest.decoding)
+        layer = 1  # the RNN has one attention
+        if isinstance(manifest.spec.config, TransformerConfig):
+            layers = manifest.spec.config.n_decoder_layers
+            layer = attention_layer or manifest.decoding.attention_layer or layers
+            if not 1 <= layer <= layers:
+                raise ManifestError(f"{version_directory}: attention layer {layer} asked for; the model's decoder has layers 1 to {layers}")
+        model = OnnxSeq2Seq(*sessions, pad_id=manifest.spec.special_ids.pad, attention_layer=layer - 1)
+        return cls(model, manifest.spec, tokenizer, decoding=dataclasses.replace(manifest.decoding, attention_layer=layer))
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer.encode_batch(texts)
@@ -83,7 +96,7 @@ class Translator:
         texts = self.tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses])
         results, position = [], 0
         for hypotheses in nbest:
-            results.append([TranslationHypothesis(texts[position + i], h.tokens, h.score, h.normalized_score) for i, h in enumerate(hypotheses)])
+            results.append([TranslationHypothesis(texts[position + i], h.tokens, h.score, h.normalized_score, h.attention) for i, h in enumerate(hypotheses)])
             position += len(hypotheses)
         return results
 

@@ -14,13 +14,14 @@ import onnx
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session, uses_cuda
 from decoding.translator import Translator
+from export.alignment import measure_layers
 from export.graph_builder import OPSET
 from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
 from export.parity import measure_parity
 from export.variants import VARIANTS, VariantRecipe, write_variant
 from nmt_spec.model_spec import TOKENIZER_FILE
-from nmt_spec import Tokenizer
-from nmt_spec.manifest import GraphInfo, Manifest, TensorInfo, Variant, sha256_of
+from nmt_spec import Tokenizer, TransformerConfig
+from nmt_spec.manifest import DecodingDefaults, GraphInfo, Manifest, TensorInfo, Variant, sha256_of
 from training.checkpoint import load_model
 from training.config import DataConfig
 from training.data import read_parallel
@@ -131,8 +132,17 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
             variants[name] = variant
             report[name] = {"parity": variant.parity, "evaluation": variant.evaluation}
 
+        decoding = DecodingDefaults()
+        if isinstance(spec.config, TransformerConfig):
+            progress(f"[4/4] which decoder layer's attention aligns words best, on {len(parity_sources)} {config.parity_split} sentences")
+            fp32 = OnnxSeq2Seq(create_session(str(staging / ENCODER_FILE.format(suffix="")), config.runtime), create_session(str(staging / DECODER_FILE.format(suffix="")), config.runtime))
+            layers = measure_layers(Translator(fp32, spec, tokenizer), parity_sources, spec.config.n_decoder_layers)
+            if layers:
+                # the latest of the best: ties go to the layer nearest the output, as fairseq's default
+                decoding.attention_layer = max(layers, key=lambda m: (m.accuracy, m.layer)).layer
+                report["attention_alignment"] = {f"layer {m.layer}": f"{m.correct}/{m.compared}" for m in layers} | {"chosen": decoding.attention_layer}
         files = {path.name: sha256_of(path) for path in sorted(staging.iterdir()) if path.is_file()}
-        manifest = Manifest(config.name, config.version, spec, TOKENIZER_FILE, OPSET, variants, files)
+        manifest = Manifest(config.name, config.version, spec, TOKENIZER_FILE, OPSET, variants, files, decoding=decoding)
         manifest.save(staging)
         report["pytorch"] = {"evaluation": {"split": config.bleu_split, "search": "greedy", **reference_bleu.as_dict()}} if reference_bleu else {}
         (staging / PARITY_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
@@ -152,10 +162,14 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
 def format_report(report: dict[str, dict]) -> str:
     lines = ["variant  on    max|dlogit|  greedy identical  BLEU    chrF   dBLEU vs PyTorch"]
     for name, entry in report.items():
+        if name == "attention_alignment":
+            continue
         parity, evaluation = entry.get("parity", {}), entry.get("evaluation", {})
         identical = f"{parity['greedy_identical']}/{parity['greedy_compared']}" if "greedy_compared" in parity else "-"
         difference = f"{parity['max_abs_logit_diff']:.2e}" if "max_abs_logit_diff" in parity else parity.get("status", "-")[:40]
         lines.append(
             f"{name:<8} {parity.get('device', '-'):<5} {difference:>11}  {identical:>16}  {evaluation.get('bleu', '-'):>6}  {evaluation.get('chrf', '-'):>6}  {evaluation.get('bleu_change_vs_pytorch', '-'):>6}"
         )
+    if "attention_alignment" in report:
+        lines.append(f"attention: lexicon words aligned right per decoder layer {report['attention_alignment']}")
     return "\n".join(lines)

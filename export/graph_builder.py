@@ -14,11 +14,15 @@ IR_VERSION = 10
 FLOAT = TensorProto.FLOAT
 INT32 = TensorProto.INT32
 INT64 = TensorProto.INT64
+BOOL = TensorProto.BOOL
 
 
 class GraphBuilder:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, prefix: str = "") -> None:
+        """prefix: of every generated name, so that a subgraph's names cannot shadow its outer
+        graph's (which ONNX forbids)."""
         self.name = name
+        self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -27,7 +31,7 @@ class GraphBuilder:
 
     def fresh(self, hint: str) -> str:
         self._counter += 1
-        return f"{hint}_{self._counter}"
+        return f"{self.prefix}{hint}_{self._counter}"
 
     def input(self, name: str, elem_type: int, shape: list[int | str]) -> str:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
@@ -72,6 +76,10 @@ class GraphBuilder:
             axis=-1,
             epsilon=epsilon,
         )
+
+    def subgraph(self) -> onnx.GraphProto:
+        """A branch of an If node: no inputs of its own, it reads its outer graph's values."""
+        return helper.make_graph(self.nodes, self.name, [], self.outputs, self.initializers)
 
     def model(self, producer: str = "nmt-serving export") -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)

@@ -12,15 +12,17 @@ import math
 import numpy as np
 import onnx
 
-from export.graph_builder import FLOAT, INT32, INT64, MICROSOFT_DOMAIN, GraphBuilder
+from export.graph_builder import BOOL, FLOAT, INT32, INT64, MICROSOFT_DOMAIN, GraphBuilder
 from nmt_spec import ModelSpec, TransformerConfig
 from nmt_spec.graph_names import (
+    CROSS_ATTENTIONS,
     DECODER_INPUT_IDS,
     ENCODER_HIDDEN_STATES,
     ENCODER_INPUT_IDS,
     ENCODER_MASK,
     DECODER_MASK,
     LOG_PROBS,
+    OUTPUT_ATTENTIONS,
     POSITION_IDS,
     cross_key,
     cross_value,
@@ -157,7 +159,8 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     """One decoder step: input_ids (B, 1), position_ids (B, 1), decoder_attention_mask
     (B, past + 1), encoder_attention_mask, the cross-attention keys/values and the
     self-attention cache past_key_values.{i}.decoder.key|value (B, H, past_decoder_sequence_length, Dh)
-    -> log_probs (B, V) and present.{i}.decoder.key|value, one position longer."""
+    and output_attentions (bool) -> log_probs (B, V), present.{i}.decoder.key|value, one
+    position longer, and cross_attentions (B, layers, S), empty unless output_attentions."""
     t = _TransformerGraph(spec, weights, "decoder_step", rows_only=True)
     g, config = t.g, t.config
     ids = g.input(DECODER_INPUT_IDS, INT64, ["batch_size", 1])
@@ -184,6 +187,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
         token_vectors = g.op("Gather", [g.constant("tgt_embed.weight", t.w("tgt_embed.weight")), t.as_rows(ids)])
     x = t.embed(token_vectors, g.op("Gather", [t.position_table(), t.as_rows(positions)]))  # (B, D)
     presents: list[tuple[str, str]] = []
+    queries: list[tuple[str, str]] = []  # each layer's cross-attention query (B, D) and keys
     for i, (key_cache, value_cache, keys, values) in enumerate(caches):
         prefix = f"decoder_layers.{i}"
 
@@ -197,6 +201,9 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
 
         def cross_attention(y: str, prefix: str = prefix, keys: str = keys, values: str = values) -> str:
             q = g.linear(y, t.w(f"{prefix}.cross_attn.q_proj.weight"), t.w(f"{prefix}.cross_attn.q_proj.bias"), f"{prefix}.cross_attn.q_proj")
+            # Named by an Identity in the outer graph: the int8 quantizer rewires the outer graph
+            # when it fuses a MatMul with its bias, but not the If branch that reads the query.
+            queries.append((g.op("Identity", [q], name=f"{prefix}.cross_attn.query"), keys))
             attended = g.op("MultiHeadAttention", [t.as_sequence(q), keys, values, "", mask], domain=MICROSOFT_DOMAIN, num_heads=t.heads)
             return t.attention_output(t.as_rows(attended), f"{prefix}.cross_attn")
 
@@ -210,4 +217,33 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     for i, (new_keys, new_values) in enumerate(presents):
         g.output(new_keys, present_key(i), FLOAT, present_shape)
         g.output(new_values, present_value(i), FLOAT, present_shape)
+    wanted = g.input(OUTPUT_ATTENTIONS, BOOL, [])
+    attentions = g.op("If", [wanted], then_branch=_cross_attentions(t, queries, mask), else_branch=_no_attentions(len(queries)))
+    g.output(attentions, CROSS_ATTENTIONS, FLOAT, ["attention_rows", len(queries), "attention_length"])
     return g.model()
+
+
+def _cross_attentions(t: _TransformerGraph, queries: list[tuple[str, str]], mask: str) -> onnx.GraphProto:
+    """The If branch that computes what MultiHeadAttention does not output: each layer's
+    attention probabilities softmax(q k^T / sqrt(Dh)) over the source, averaged over heads
+    (the convention fairseq and CTranslate2 align with), stacked to (B, layers, S)."""
+    b = GraphBuilder("cross_attentions", prefix="attention_branch.")
+    heads_shape = b.constant(b.fresh("heads_shape"), np.array([0, t.heads, 1, t.head_dim], np.int64))
+    scale = b.constant(b.fresh("scale"), np.array(1 / math.sqrt(t.head_dim), np.float32))
+    lowest = b.constant(b.fresh("lowest"), np.array(np.finfo(np.float32).min, np.float32))
+    allowed = b.op("Unsqueeze", [b.op("Cast", [mask], to=BOOL), b.constant(b.fresh("axes"), np.array([1, 2], np.int64))])  # (B, 1, 1, S)
+    layers = []
+    for query, keys in queries:
+        q = b.op("Reshape", [query, heads_shape])  # (B, H, 1, Dh)
+        scores = b.op("Mul", [b.op("MatMul", [q, b.op("Transpose", [keys], perm=[0, 1, 3, 2])]), scale])  # (B, H, 1, S)
+        probabilities = b.op("Softmax", [b.op("Where", [allowed, scores, lowest])], axis=-1)
+        layers.append(b.op("ReduceMean", [probabilities], axes=[1], keepdims=0))  # (B, 1, S)
+    b.output(b.op("Concat", layers, axis=1), b.fresh("stacked"), FLOAT, ["attention_rows", len(queries), "attention_length"])
+    return b.subgraph()
+
+
+def _no_attentions(layers: int) -> onnx.GraphProto:
+    b = GraphBuilder("no_attentions", prefix="empty_branch.")
+    empty = b.op("ConstantOfShape", [b.constant(b.fresh("shape"), np.array([0, layers, 0], np.int64))], value=onnx.helper.make_tensor("zero", FLOAT, [1], [0.0]))
+    b.output(empty, b.fresh("empty"), FLOAT, ["attention_rows", layers, "attention_length"])
+    return b.subgraph()

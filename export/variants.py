@@ -43,6 +43,7 @@ def write_variant(recipe: VariantRecipe, fp32_path: Path, output_path: Path) -> 
             per_channel=True,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
+        onnx.save(branches_last(onnx.load(output_path)), output_path)
     elif recipe.name == "fp16":
         # Caches and encoder outputs are fp16 in and out, so they stay fp16 on the device from step
         # to step; only the log-probabilities the search adds up stay fp32. (Keeping every input
@@ -69,4 +70,20 @@ def fold_constant_transposes(model: onnx.ModelProto) -> onnx.ModelProto:
     used = {name for n in graph.node for name in n.input}
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
+    return model
+
+
+def branches_last(model: onnx.ModelProto) -> onnx.ModelProto:
+    """If nodes, and what reads their outputs, moved after every other node. The quantizer sorts
+    nodes by their inputs alone, so an If whose branch reads an outer value (the attention
+    branch reads each layer's query) can land before that value is computed."""
+    graph = model.graph
+    moved, produced = [], set()
+    for node in list(graph.node):
+        if node.op_type == "If" or produced & set(node.input):
+            moved.append(node)
+            produced |= set(node.output)
+    for node in moved:
+        graph.node.remove(node)
+    graph.node.extend(moved)
     return model

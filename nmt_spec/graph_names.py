@@ -20,6 +20,11 @@ RNN_PAST_CELL = "past_cell"
 RNN_PRESENT_HIDDEN = "present_hidden"
 RNN_PRESENT_CELL = "present_cell"
 ATTENTION_WEIGHTS = "attention_weights"  # (B, S): the RNN decoder's attention at this step
+# The Transformer decoder's cross-attention, averaged over heads, of every layer: (B, layers, S)
+# when the bool input output_attentions is true, else an empty (0, layers, 0) tensor, so that a
+# step that does not need it does not compute it.
+OUTPUT_ATTENTIONS = "output_attentions"
+CROSS_ATTENTIONS = "cross_attentions"
 
 
 def past_key(layer: int) -> str:

@@ -65,6 +65,9 @@ class DecodingDefaults:
     # pair: `python -m training length-bound` measures a corpus.
     max_length_a: float = 1.5
     max_length_b: int = 10
+    # The Transformer decoder layer (from 1) whose cross-attention, averaged over heads, requests
+    # with return_attention get; 0, as in manifests written before it was chosen: the last.
+    attention_layer: int = 0
 
 
 @dataclass

@@ -85,6 +85,10 @@ class Tokenizer:
         stripped = [self._strip_specials(ids) for ids in batch]
         return self._processor.decode(stripped) if len(stripped) >= THREADED_BATCH else [self._processor.decode(ids) for ids in stripped]
 
+    def id_pieces(self, ids: Sequence[int]) -> list[str]:
+        """The subword piece of each id (eos as </s>)."""
+        return [self._processor.id_to_piece(int(token)) for token in ids]
+
     def pieces(self, text: str) -> list[str]:
         return self._processor.encode(normalize_text(text), out_type=str)
 

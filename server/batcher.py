@@ -292,18 +292,19 @@ class Batcher:
             return
         searches: list[Search] = []
         sources: list[list[int]] = []
-        greedy: dict[TokenRules, list[WorkItem]] = {}  # items of the same rules share a search
+        # Greedy items of the same rules share a search; those asking for attention have their own.
+        greedy: dict[tuple[TokenRules, bool], list[WorkItem]] = {}
         for item in live:
             self.queue_wait.observe(now - item.enqueued_at)
             if item.options.beam_size == 1:
-                greedy.setdefault(item.options.rules, []).append(item)
+                greedy.setdefault((item.options.rules, item.options.with_attention), []).append(item)
             else:
                 item.search = make_search(item.options, item.sources, self.special)
                 searches.append(item.search)
                 sources += item.sources
-        for rules, group in greedy.items():
+        for (rules, with_attention), group in greedy.items():
             max_lengths = np.concatenate([item.options.max_lengths(item.sources) for item in group])
-            shared = GreedySearch(len(max_lengths), self.special, max_lengths, rules)
+            shared = GreedySearch(len(max_lengths), self.special, max_lengths, rules, with_attention)
             first = 0
             for item in group:
                 item.search, item.first = shared, first

@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repetition-penalty", type=float, default=None, help="above 1, tokens already generated are less likely (default: 1, off)")
     parser.add_argument("--no-repeat-ngram-size", type=int, default=None, help="no n-gram of this size twice in a translation (default: 0, off)")
     parser.add_argument("--no-split", action="store_true", help="send each text as one segment: the server does not split it into sentences")
+    parser.add_argument("--attention-png", type=Path, metavar="FILE", help="ask for the attention and draw the first text's as a heatmap into FILE (needs matplotlib)")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per request in seconds (default: %(default)s)")
     parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="first wait up to this long for the server to be SERVING")
     parser.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's certificate: connect over TLS")
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         min_decoding_length=args.min_decoding_length,
         repetition_penalty=args.repetition_penalty,
         no_repeat_ngram_size=args.no_repeat_ngram_size,
+        return_attention=args.attention_png is not None,
     )
     split = False if args.no_split else None
     failed = False
@@ -140,7 +142,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{model.name}{default}\tversions {','.join(model.versions)}\t{model.source_language}->{model.target_language}\t{model.architecture}\t{model.variant}")
             return 0
         responses = [client.translate(args.texts, args.model, options, split)] if args.texts else client.translate_stream(_chunks(sys.stdin, STDIN_CHUNK), args.model, options, split)
+        drawn = args.attention_png is None
         for number, response in enumerate(responses):
+            if not drawn and response.translations:
+                from server.attention_png import draw_attention  # matplotlib only when drawing: the server image has none
+
+                draw_attention(response.translations[0], args.attention_png)
+                print(f"wrote {args.attention_png}", file=sys.stderr)
+                drawn = True
             if response.HasField("error"):
                 failed = True
                 code = STATUS_NAMES.get(response.error.code, str(response.error.code))

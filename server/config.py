@@ -54,6 +54,7 @@ class ServerConfig:
     max_texts_per_request: int = setting(128, "texts in one request")
     max_request_tokens: int = setting(8192, "source tokens of one request, counted after its texts are split into sentences (a 2,000-token document fits)")
     max_beam_size: int = setting(8, "largest beam_size a request may ask for")
+    attention_layer: int = setting(0, "Transformer decoder layer (from 1) whose cross-attention, averaged over heads, return_attention gives; 0: the layer each model's manifest names")
     max_receive_message_bytes: int = setting(4 * 1024 * 1024, "largest request message gRPC accepts")
     max_concurrent_streams: int = setting(1024, "concurrent calls per client connection (HTTP/2 streams); more wait in the client")
     drain_seconds: float = setting(20.0, "on SIGTERM/SIGINT: how long accepted requests get to finish before the process exits")

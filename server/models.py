@@ -64,7 +64,7 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
     manifest = Manifest.load(version_directory)  # every file checked against its sha256
     runtime = RuntimeConfig(device=config.device, intra_op_threads=config.intra_op_threads, spin_wait=config.spin_wait)
     variant = choose_variant(manifest, config.variant, uses_cuda(runtime))
-    translator = Translator.from_repository(version_directory, variant, runtime, manifest)
+    translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer)
     device = translator.model.decoder.get_providers()[0]
     special = manifest.spec.special_ids
     batcher = Batcher(manifest.name, lambda sources: translator.model.start(pad_ids(sources, special.pad)), special, batcher_config(config), metrics)

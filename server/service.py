@@ -13,6 +13,8 @@ import grpc
 from decoding.search import Hypothesis
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
+from nmt_spec import Tokenizer
+from nmt_spec.alignment import word_alignment
 from server.config import ServerConfig
 from server.errors import (
     DeadlineExceeded,
@@ -57,27 +59,43 @@ DEADLINE_TOLERANCE_SECONDS = 0.01
 
 
 def requested_options(options: pb.DecodingOptions) -> RequestedOptions:
-    return RequestedOptions(**{f.name: getattr(options, f.name) if options.HasField(f.name) else None for f in dataclasses.fields(RequestedOptions)})
+    optional = [f.name for f in dataclasses.fields(RequestedOptions) if f.name != "return_attention"]
+    return RequestedOptions(**{name: getattr(options, name) if options.HasField(name) else None for name in optional}, return_attention=options.return_attention)
 
 
-def translation_message(layout: Segmented, sentences: list[list[Hypothesis]], texts: list[list[str]], input_tokens: int, return_scores: bool) -> pb.Translation:
+def sentence_attention(tokenizer: Tokenizer, source: list[int], hypothesis: Hypothesis) -> pb.SentenceAttention:
+    """The hypothesis's attention over its own source tokens (the batch's padding cut off)."""
+    source_pieces, target_pieces = tokenizer.id_pieces(source), tokenizer.id_pieces(hypothesis.tokens)
+    weights = hypothesis.attention[:, : len(source)]
+    message = pb.SentenceAttention(source_tokens=source_pieces, target_tokens=target_pieces)
+    message.weights.extend(pb.AttentionRow(weights=row) for row in weights.tolist())
+    message.alignment.extend(pb.WordAlignment(target_word=t, source_word=s) for t, s in word_alignment(source_pieces, target_pieces, weights))
+    return message
+
+
+def translation_message(
+    layout: Segmented, sources: list[list[int]], sentences: list[list[Hypothesis]], texts: list[list[str]], return_scores: bool, tokenizer: Tokenizer
+) -> pb.Translation:
     """One text's translation from the n-best lists of its sentences: hypothesis k joins each
     sentence's k-th best (its last, where a sentence has fewer), scores and lengths summed."""
     ranks = max(len(nbest) for nbest in sentences)
 
-    def kth(k: int) -> tuple[str, float, int]:
-        chosen = [min(k, len(nbest) - 1) for nbest in sentences]
-        text = layout.join([texts[i][c] for i, c in enumerate(chosen)])
-        return text, sum(sentences[i][c].score for i, c in enumerate(chosen)), sum(len(sentences[i][c].tokens) for i, c in enumerate(chosen))
+    def kth(k: int) -> tuple[str, float, int, list[pb.SentenceAttention]]:
+        chosen = [sentences[i][min(k, len(nbest) - 1)] for i, nbest in enumerate(sentences)]
+        text = layout.join([texts[i][min(k, len(nbest) - 1)] for i, nbest in enumerate(sentences)])
+        with_attention = chosen[0].attention is not None
+        attention = [sentence_attention(tokenizer, source, hypothesis) for source, hypothesis in zip(sources, chosen)] if with_attention else []
+        return text, sum(h.score for h in chosen), sum(len(h.tokens) for h in chosen), attention
 
-    text, score, output_tokens = kth(0)
-    translation = pb.Translation(text=text, input_tokens=input_tokens, output_tokens=output_tokens, sentences=len(sentences))
+    text, score, output_tokens, attention = kth(0)
+    input_tokens = sum(len(source) for source in sources)
+    translation = pb.Translation(text=text, input_tokens=input_tokens, output_tokens=output_tokens, sentences=len(sentences), attention=attention)
     if return_scores:
         translation.score = score
     if ranks > 1:
         for k in range(ranks):
-            text, score, output_tokens = kth(k)
-            translation.hypotheses.add(text=text, score=score if return_scores else 0.0, output_tokens=output_tokens)
+            text, score, output_tokens, attention = kth(k)
+            translation.hypotheses.add(text=text, score=score if return_scores else 0.0, output_tokens=output_tokens, attention=attention)
     return translation
 
 
@@ -144,6 +162,8 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 max_input_tokens=model.max_input_tokens,
                 max_length_a=model.manifest.decoding.max_length_a,
                 max_length_b=model.manifest.decoding.max_length_b,
+                has_attention=model.translator.model.has_attention,
+                attention_layer=model.translator.decoding.attention_layer,
             )
         return response
 
@@ -210,10 +230,10 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
         texts = [[next(decoded) for _ in hypotheses] for hypotheses in nbest]
         response = pb.TranslateResponse(model=model.name, model_version=model.version)
         first = 0
+        tokenizer = model.translator.tokenizer
         for layout in prepared.texts:
             last = first + len(layout.sentences)
-            input_tokens = sum(len(source) for source in sources[first:last])
-            response.translations.append(translation_message(layout, nbest[first:last], texts[first:last], input_tokens, request.options.return_scores))
+            response.translations.append(translation_message(layout, sources[first:last], nbest[first:last], texts[first:last], request.options.return_scores, tokenizer))
             first = last
         return response
 

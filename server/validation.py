@@ -26,6 +26,7 @@ class RequestedOptions:
     min_decoding_length: int | None = None
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
+    return_attention: bool = False
 
 
 def search_options(requested: RequestedOptions, model: ServedModel, max_beam_size: int) -> SearchOptions:
@@ -49,7 +50,16 @@ def search_options(requested: RequestedOptions, model: ServedModel, max_beam_siz
         max_decoding_length=max_length,
         length_bound=LengthBound(model.manifest.decoding.max_length_a, model.manifest.decoding.max_length_b),
         rules=token_rules(requested, max_length),
+        with_attention=attention_wanted(requested, model),
     )
+
+
+def attention_wanted(requested: RequestedOptions, model: ServedModel) -> bool:
+    if requested.return_attention and not model.translator.model.has_attention:
+        raise InvalidRequest(
+            f"options.return_attention: model {model.name} version {model.version} was exported without an attention output; export it again with python -m export"
+        )
+    return requested.return_attention
 
 
 def token_rules(requested: RequestedOptions, max_length: int) -> TokenRules:

@@ -13,11 +13,12 @@ import torch
 
 from decoding.constraints import LengthBound
 from nmt_spec import Tokenizer
+from nmt_spec.alignment import word_alignment
 from nmt_spec.manifest import DecodingDefaults
 from training.checkpoint import average_checkpoints, load_model
 from training.config import DataConfig, load_config
 from training.data import read_parallel
-from training.evaluate import score, translate
+from training.evaluate import best_hypotheses, score, translate
 
 
 def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     translate_command = commands.add_parser("translate", help="translate sentences given as arguments, or stdin lines")
     _add_decoding_options(translate_command)
     translate_command.add_argument("texts", nargs="*", help="sentences to translate; none: read stdin")
+    translate_command.add_argument(
+        "--attention", action="store_true", help="after each translation, a JSON line with its source and target pieces, attention rows and word alignment (as the server's return_attention)"
+    )
+    translate_command.add_argument("--attention-layer", type=int, default=0, help="Transformer decoder layer (from 1) whose attention --attention shows; 0: the last (default: %(default)s)")
 
     bound = commands.add_parser(
         "length-bound",
@@ -104,8 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "translate":
         spec, model, tokenizer = _load(args)
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        for translation in translate(model, tokenizer, spec, texts, args.beam_size, args.length_penalty, args.max_batch_tokens):
-            print(translation)
+        layer = args.attention_layer - 1 if args.attention else None
+        best = best_hypotheses(model, tokenizer, spec, texts, args.beam_size, args.length_penalty, args.max_batch_tokens, attention_layer=layer)
+        for text, hypothesis in zip(texts, best):
+            print(tokenizer.decode(hypothesis.tokens))
+            if args.attention:
+                source = tokenizer.encode(text)[: spec.max_source_length]
+                source_pieces, target_pieces = tokenizer.id_pieces(source), tokenizer.id_pieces(hypothesis.tokens)
+                weights = hypothesis.attention[:, : len(source)]
+                alignment = word_alignment(source_pieces, target_pieces, weights)
+                print(json.dumps({"source_tokens": source_pieces, "target_tokens": target_pieces, "weights": np.round(weights.astype(np.float64), 6).tolist(), "alignment": alignment}, ensure_ascii=False))
     elif args.command == "length-bound":
         tokenizer = Tokenizer(args.tokenizer)
         sources, targets = read_parallel(DataConfig(directory=args.data_dir), args.split)

@@ -9,7 +9,10 @@ import sacrebleu
 import torch
 
 from decoding.batching import SearchOptions, search_batches
+from decoding.constraints import LengthBound
+from decoding.search import Hypothesis
 from nmt_spec import ModelSpec, Tokenizer
+from nmt_spec.manifest import DecodingDefaults
 from training.models import Seq2SeqModel
 from training.search import TorchIncrementalDecoder
 
@@ -48,12 +51,39 @@ def translate(
     max_batch_size: int | None = None,
 ) -> list[str]:
     """Translate raw sentences, batched by length; beam_size 1 is greedy search."""
+    best = best_hypotheses(model, tokenizer, spec, texts, beam_size, length_penalty, max_batch_tokens, device, max_batch_size)
+    return tokenizer.decode_batch([hypothesis.tokens for hypothesis in best])
+
+
+@torch.no_grad()
+def best_hypotheses(
+    model: Seq2SeqModel,
+    tokenizer: Tokenizer,
+    spec: ModelSpec,
+    texts: list[str],
+    beam_size: int = 1,
+    length_penalty: float = 1.0,
+    max_batch_tokens: int = 4000,
+    device: str | torch.device = "cpu",
+    max_batch_size: int | None = None,
+    attention_layer: int | None = None,
+) -> list[Hypothesis]:
+    """The best hypothesis of each text, decoded as the exported model decodes by default
+    (output bounded by the source); with attention_layer (an index, -1 the last), with the
+    attention of that decoder layer."""
     model.eval()
     sources = [ids[: spec.max_source_length] for ids in tokenizer.encode_batch(texts)]
-    options = SearchOptions(beam_size=beam_size, length_penalty=length_penalty, max_decoding_length=spec.max_target_length)
+    defaults = DecodingDefaults()
+    options = SearchOptions(
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        max_decoding_length=spec.max_target_length,
+        length_bound=LengthBound(defaults.max_length_a, defaults.max_length_b),
+        with_attention=attention_layer is not None,
+    )
 
     def start(batch: np.ndarray) -> TorchIncrementalDecoder:
-        return TorchIncrementalDecoder(model, torch.from_numpy(batch).to(device))
+        return TorchIncrementalDecoder(model, torch.from_numpy(batch).to(device), attention_layer if attention_layer is not None else -1)
 
     nbest = search_batches(sources, start, spec.special_ids, options, max_batch_tokens, max_batch_size)
-    return tokenizer.decode_batch([hypotheses[0].tokens for hypotheses in nbest])
+    return [hypotheses[0] for hypotheses in nbest]

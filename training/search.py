@@ -13,16 +13,26 @@ class TorchIncrementalDecoder:
     """Runs a model's decode_step on a padded source batch, keeping its caches as tensors."""
 
     @torch.no_grad()
-    def __init__(self, model: Seq2SeqModel, src: Tensor) -> None:
+    def __init__(self, model: Seq2SeqModel, src: Tensor, attention_layer: int = -1) -> None:
+        """attention_layer: whose attention `attention` holds after a step that asked for it."""
         self.model = model
         self.device = src.device
         self.encoded = model.encode(src)
         self.state = model.init_state(self.encoded)
         self.position = 0  # every row decodes the same position: rows join only at the start
+        self.attention_layer = attention_layer
+        self.output_attentions = False
+        self.attention: np.ndarray | None = None
 
     @torch.no_grad()
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        logits, self.state = self.model.decode_step(torch.from_numpy(tokens).to(self.device), self.position, self.encoded, self.state)
+        previous = torch.from_numpy(tokens).to(self.device)
+        if self.output_attentions:
+            logits, self.state, attention = self.model.decode_step_with_attention(previous, self.position, self.encoded, self.state)
+            self.attention = attention[:, self.attention_layer].float().cpu().numpy()
+        else:
+            logits, self.state = self.model.decode_step(previous, self.position, self.encoded, self.state)
+            self.attention = None
         self.position += 1
         return torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17nmt/v1/translator.proto\x12\x06nmt.v1\"\xa3\x01\n\x10TranslateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12(\n\x07options\x18\x03 \x01(\x0b\x32\x17.nmt.v1.DecodingOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x1c\n\x0fsplit_sentences\x18\x05 \x01(\x08H\x00\x88\x01\x01\x42\x12\n\x10_split_sentences\"\x96\x03\n\x0f\x44\x65\x63odingOptions\x12\x16\n\tbeam_size\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12 \n\x13max_decoding_length\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1b\n\x0enum_hypotheses\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x15\n\rreturn_scores\x18\x05 \x01(\x08\x12 \n\x13min_decoding_length\x18\x06 \x01(\rH\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x07 \x01(\x02H\x05\x88\x01\x01\x12!\n\x14no_repeat_ngram_size\x18\x08 \x01(\rH\x06\x88\x01\x01\x42\x0c\n\n_beam_sizeB\x11\n\x0f_length_penaltyB\x16\n\x14_max_decoding_lengthB\x11\n\x0f_num_hypothesesB\x16\n\x14_min_decoding_lengthB\x15\n\x13_repetition_penaltyB\x17\n\x15_no_repeat_ngram_size\"@\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\routput_tokens\x18\x03 \x01(\r\"\x92\x01\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12&\n\nhypotheses\x18\x03 \x03(\x0b\x32\x12.nmt.v1.Hypothesis\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\r\x12\x15\n\routput_tokens\x18\x05 \x01(\r\x12\x11\n\tsentences\x18\x06 \x01(\r\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x82\x01\n\x11TranslateResponse\x12)\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x13.nmt.v1.Translation\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1c\n\x05\x65rror\x18\x04 \x01(\x0b\x32\r.nmt.v1.Error\"\x13\n\x11ListModelsRequest\"\xfa\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x17\n\x0fsource_language\x18\x03 \x01(\t\x12\x17\n\x0ftarget_language\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x1a\n\x12\x61vailable_variants\x18\x07 \x03(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x18\n\x10max_input_tokens\x18\t \x01(\r\x12\x14\n\x0cmax_length_a\x18\n \x01(\x02\x12\x14\n\x0cmax_length_b\x18\x0b \x01(\r\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.nmt.v1.ModelInfo2\xdf\x01\n\nTranslator\x12@\n\tTranslate\x12\x18.nmt.v1.TranslateRequest\x1a\x19.nmt.v1.TranslateResponse\x12J\n\x0fTranslateStream\x12\x18.nmt.v1.TranslateRequest\x1a\x19.nmt.v1.TranslateResponse(\x01\x30\x01\x12\x43\n\nListModels\x12\x19.nmt.v1.ListModelsRequest\x1a\x1a.nmt.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17nmt/v1/translator.proto\x12\x06nmt.v1\"\xa3\x01\n\x10TranslateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12(\n\x07options\x18\x03 \x01(\x0b\x32\x17.nmt.v1.DecodingOptions\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x1c\n\x0fsplit_sentences\x18\x05 \x01(\x08H\x00\x88\x01\x01\x42\x12\n\x10_split_sentences\"\xb0\x03\n\x0f\x44\x65\x63odingOptions\x12\x16\n\tbeam_size\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0elength_penalty\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12 \n\x13max_decoding_length\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x1b\n\x0enum_hypotheses\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x15\n\rreturn_scores\x18\x05 \x01(\x08\x12 \n\x13min_decoding_length\x18\x06 \x01(\rH\x04\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x07 \x01(\x02H\x05\x88\x01\x01\x12!\n\x14no_repeat_ngram_size\x18\x08 \x01(\rH\x06\x88\x01\x01\x12\x18\n\x10return_attention\x18\t \x01(\x08\x42\x0c\n\n_beam_sizeB\x11\n\x0f_length_penaltyB\x16\n\x14_max_decoding_lengthB\x11\n\x0f_num_hypothesesB\x16\n\x14_min_decoding_lengthB\x15\n\x13_repetition_penaltyB\x17\n\x15_no_repeat_ngram_size\"\x92\x01\n\x11SentenceAttention\x12\x15\n\rsource_tokens\x18\x01 \x03(\t\x12\x15\n\rtarget_tokens\x18\x02 \x03(\t\x12%\n\x07weights\x18\x03 \x03(\x0b\x32\x14.nmt.v1.AttentionRow\x12(\n\talignment\x18\x04 \x03(\x0b\x32\x15.nmt.v1.WordAlignment\"\x1f\n\x0c\x41ttentionRow\x12\x0f\n\x07weights\x18\x01 \x03(\x02\"9\n\rWordAlignment\x12\x13\n\x0btarget_word\x18\x01 \x01(\r\x12\x13\n\x0bsource_word\x18\x02 \x01(\r\"n\n\nHypothesis\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\routput_tokens\x18\x03 \x01(\r\x12,\n\tattention\x18\x04 \x03(\x0b\x32\x19.nmt.v1.SentenceAttention\"\xc0\x01\n\x0bTranslation\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12&\n\nhypotheses\x18\x03 \x03(\x0b\x32\x12.nmt.v1.Hypothesis\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\r\x12\x15\n\routput_tokens\x18\x05 \x01(\r\x12\x11\n\tsentences\x18\x06 \x01(\r\x12,\n\tattention\x18\x07 \x03(\x0b\x32\x19.nmt.v1.SentenceAttention\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x82\x01\n\x11TranslateResponse\x12)\n\x0ctranslations\x18\x01 \x03(\x0b\x32\x13.nmt.v1.Translation\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1c\n\x05\x65rror\x18\x04 \x01(\x0b\x32\r.nmt.v1.Error\"\x13\n\x11ListModelsRequest\"\xaa\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x17\n\x0fsource_language\x18\x03 \x01(\t\x12\x17\n\x0ftarget_language\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x1a\n\x12\x61vailable_variants\x18\x07 \x03(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x18\n\x10max_input_tokens\x18\t \x01(\r\x12\x14\n\x0cmax_length_a\x18\n \x01(\x02\x12\x14\n\x0cmax_length_b\x18\x0b \x01(\r\x12\x15\n\rhas_attention\x18\x0c \x01(\x08\x12\x17\n\x0f\x61ttention_layer\x18\r \x01(\r\"7\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.nmt.v1.ModelInfo2\xdf\x01\n\nTranslator\x12@\n\tTranslate\x12\x18.nmt.v1.TranslateRequest\x1a\x19.nmt.v1.TranslateResponse\x12J\n\x0fTranslateStream\x12\x18.nmt.v1.TranslateRequest\x1a\x19.nmt.v1.TranslateResponse(\x01\x30\x01\x12\x43\n\nListModels\x12\x19.nmt.v1.ListModelsRequest\x1a\x1a.nmt.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,21 +34,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSLATEREQUEST']._serialized_start=36
   _globals['_TRANSLATEREQUEST']._serialized_end=199
   _globals['_DECODINGOPTIONS']._serialized_start=202
-  _globals['_DECODINGOPTIONS']._serialized_end=608
-  _globals['_HYPOTHESIS']._serialized_start=610
-  _globals['_HYPOTHESIS']._serialized_end=674
-  _globals['_TRANSLATION']._serialized_start=677
-  _globals['_TRANSLATION']._serialized_end=823
-  _globals['_ERROR']._serialized_start=825
-  _globals['_ERROR']._serialized_end=863
-  _globals['_TRANSLATERESPONSE']._serialized_start=866
-  _globals['_TRANSLATERESPONSE']._serialized_end=996
-  _globals['_LISTMODELSREQUEST']._serialized_start=998
-  _globals['_LISTMODELSREQUEST']._serialized_end=1017
-  _globals['_MODELINFO']._serialized_start=1020
-  _globals['_MODELINFO']._serialized_end=1270
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1272
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1327
-  _globals['_TRANSLATOR']._serialized_start=1330
-  _globals['_TRANSLATOR']._serialized_end=1553
+  _globals['_DECODINGOPTIONS']._serialized_end=634
+  _globals['_SENTENCEATTENTION']._serialized_start=637
+  _globals['_SENTENCEATTENTION']._serialized_end=783
+  _globals['_ATTENTIONROW']._serialized_start=785
+  _globals['_ATTENTIONROW']._serialized_end=816
+  _globals['_WORDALIGNMENT']._serialized_start=818
+  _globals['_WORDALIGNMENT']._serialized_end=875
+  _globals['_HYPOTHESIS']._serialized_start=877
+  _globals['_HYPOTHESIS']._serialized_end=987
+  _globals['_TRANSLATION']._serialized_start=990
+  _globals['_TRANSLATION']._serialized_end=1182
+  _globals['_ERROR']._serialized_start=1184
+  _globals['_ERROR']._serialized_end=1222
+  _globals['_TRANSLATERESPONSE']._serialized_start=1225
+  _globals['_TRANSLATERESPONSE']._serialized_end=1355
+  _globals['_LISTMODELSREQUEST']._serialized_start=1357
+  _globals['_LISTMODELSREQUEST']._serialized_end=1376
+  _globals['_MODELINFO']._serialized_start=1379
+  _globals['_MODELINFO']._serialized_end=1677
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1679
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1734
+  _globals['_TRANSLATOR']._serialized_start=1737
+  _globals['_TRANSLATOR']._serialized_end=1960
 # @@protoc_insertion_point(module_scope)

@@ -73,3 +73,13 @@ def test_the_segmenter_comparison_counts_every_segmenter_on_real_paragraphs(tmp_
     rows = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\| (\S+) \| (\d+) / 534 \|", out.read_text(), re.MULTILINE)}
     assert set(rows) == {"sentencex", "pysbd", "sentence-splitter"}
     assert rows["sentencex"] >= 530, "the server's segmenter no longer recovers Multi30k paragraphs"
+
+
+def test_the_attention_cost_benchmark_compares_the_graph_with_and_without_its_branch(tmp_path: Path) -> None:
+    out = tmp_path / "BENCHMARKS-ATTENTION.md"
+    command = [sys.executable, "-m", "bench.attention", "--sentences", "16", "--rounds", "1", "--threads", "1", "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    for row in ("transformer-en-de | graph without the attention branch", "transformer-en-de | attention asked", "rnn-en-de | attention asked"):
+        assert re.search(rf"\| {re.escape(row)} \| \d+ \| \d+\.\d+x \| 16 / 16 \|", report), row

@@ -139,7 +139,13 @@ def test_manifest_describes_the_model_and_every_file(exported: dict) -> None:
     assert set(manifest.files) == {p.name for p in version.iterdir() if p.name not in ("manifest.json", "parity_report.json")}
     decoder_inputs = {t.name for t in manifest.variants["fp32"].decoder.inputs}
     assert {"input_ids", "position_ids", "decoder_attention_mask", "encoder_attention_mask", "past_key_values.0.decoder.key", "past_key_values.0.encoder.value"} <= decoder_inputs
-    assert json.loads((version / "parity_report.json").read_text())["fp32"]["parity"]["max_abs_logit_diff"] <= 1e-4
+    report = json.loads((version / "parity_report.json").read_text())
+    assert report["fp32"]["parity"]["max_abs_logit_diff"] <= 1e-4
+    # the attention layer was chosen on validation, among the decoder's layers, and recorded
+    layers = manifest.spec.config.n_decoder_layers
+    assert 1 <= manifest.decoding.attention_layer <= layers and report["attention_alignment"]["chosen"] == manifest.decoding.attention_layer
+    assert {f"layer {i}" for i in range(1, layers + 1)} <= set(report["attention_alignment"])
+    assert "output_attentions" in decoder_inputs and "cross_attentions" in {t.name for t in manifest.variants["fp32"].decoder.outputs}
 
 
 def test_a_corrupted_or_missing_file_is_named_in_the_error(exported: dict, tmp_path: Path) -> None:
@@ -310,3 +316,20 @@ def test_a_shared_greedy_search_answers_each_sentence_as_alone_when_some_are_can
     kept = [i for i in range(len(sources)) if i not in (1, 2)]
     assert [shared.results(i, i + 1)[0][0].tokens for i in kept] == [alone[i] for i in kept]
     assert shared.finished.all() and all(len(shared.tokens[i]) <= 1 for i in (1, 2))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_every_cpu_variant_gives_each_hypothesis_its_attention_when_asked(exported: dict, architecture: str, variant: str) -> None:
+    _, version = exported[architecture]
+    translator = Translator.from_repository(version, variant, RuntimeConfig(device="cpu", intra_op_threads=1))
+    sources = translator.encode(SOURCES)
+    for beam_size in (1, 3):
+        options = translator.default_options(beam_size=beam_size, num_hypotheses=beam_size, with_attention=True)
+        plain = translator.translate_ids(sources, translator.default_options(beam_size=beam_size, num_hypotheses=beam_size))
+        for source, nbest, without in zip(sources, translator.translate_ids(sources, options), plain):
+            assert [h.tokens for h in nbest] == [h.tokens for h in without], "asking for the attention changed an answer"
+            for hypothesis in nbest:
+                weights = hypothesis.attention[:, : len(source)]
+                assert weights.shape == (len(hypothesis.tokens), len(source))
+                np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-4)

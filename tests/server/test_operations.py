@@ -150,7 +150,7 @@ def test_generated_grpc_code_is_current(tmp_path: Path) -> None:
 
 
 def test_server_imports_neither_torch_nor_training() -> None:
-    code = "import sys, server.app, server.client; bad = {'torch', 'training'} & set(sys.modules); assert not bad, bad"
+    code = "import sys, server.app, server.client; bad = {'torch', 'training', 'matplotlib'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 

@@ -59,16 +59,15 @@ def test_decoder_state_and_encoding_are_batch_first(model: Seq2SeqModel) -> None
         assert tensor.size(0) == 5
 
 
-def test_rnn_attention_weights_are_zero_on_padding_and_sum_to_one() -> None:
-    from tests.training.conftest import MODEL_SPECS
-    from training.models import build_model
-
-    model = build_model(MODEL_SPECS["rnn-gru-dot"]).eval()
-    assert isinstance(model, AttentionRNN)
+def test_attention_weights_are_zero_on_padding_and_sum_to_one_and_leave_the_step_unchanged(model: Seq2SeqModel) -> None:
     src = random_tokens(2, 6)
     src[0, 3:] = SPECIAL.pad
     encoded = model.encode(src)
-    _, _, weights = model.decode_step_with_attention(torch.full((2,), SPECIAL.bos), encoded, model.init_state(encoded))
-    assert weights.shape == (2, 6)
-    assert torch.all(weights[0, 3:] == 0)
-    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2))
+    state = model.init_state(encoded)
+    bos = torch.full((2,), SPECIAL.bos)
+    logits, _, weights = model.decode_step_with_attention(bos, 0, encoded, state)
+    layers = 1 if isinstance(model, AttentionRNN) else len(model.decoder_layers)
+    assert weights.shape == (2, layers, 6)
+    assert torch.all(weights[0, :, 3:] == 0)
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, layers))
+    torch.testing.assert_close(logits, model.decode_step(bos, 0, encoded, state)[0])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -39,6 +42,13 @@ class MultiHeadAttention(nn.Module):
         batch, _, length, _ = heads.shape
         merged = heads.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim)
         return self.out_proj(merged)
+
+    def weights(self, query: Tensor, key: Tensor, mask: Tensor) -> Tensor:
+        """The attention probabilities `attend` uses, written out (SDPA does not return them):
+        query (B, Lq, D), key (B, H, Lk, Dh), mask as for attend -> (B, H, Lq, Lk)."""
+        q = self.split_heads(self.q_proj(query))
+        scores = q @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
+        return torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1)
 
     def forward(self, query: Tensor, key_value: Tensor, mask: Tensor | None) -> Tensor:
         key, value = self.project_key_value(key_value)

@@ -29,6 +29,13 @@ class Seq2SeqModel(nn.Module):
         """One decoder step. prev_tokens: (B,). Returns logits (B, V) and the next state."""
         raise NotImplementedError
 
+    def decode_step_with_attention(
+        self, prev_tokens: Tensor, step: int, encoded: Encoded, state: DecoderState
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """Like decode_step, also returning this step's attention over the source: (B, layers,
+        S), one distribution per decoder layer that attends to the source."""
+        raise NotImplementedError
+
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: logits (B, T, V) for every target position at once."""
         raise NotImplementedError

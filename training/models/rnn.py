@@ -109,18 +109,18 @@ class AttentionRNN(Seq2SeqModel):
         return logits, weights
 
     def decode_step_with_attention(
-        self, prev_tokens: Tensor, encoded: Encoded, state: DecoderState
+        self, prev_tokens: Tensor, step: int, encoded: Encoded, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor]:
-        """Like decode_step, also returning the attention weights (B, S) of this step."""
+        """The attention is the one layer's weights: (B, 1, S)."""
         embedded = self.tgt_embed(prev_tokens).unsqueeze(1)
         outputs, new_state = self._run_decoder(embedded, state)
         logits, weights = self._output(outputs, encoded)
-        return logits.squeeze(1), new_state, weights.squeeze(1)
+        return logits.squeeze(1), new_state, weights
 
     def decode_step(
         self, prev_tokens: Tensor, step: int, encoded: Encoded, state: DecoderState
     ) -> tuple[Tensor, DecoderState]:
-        logits, new_state, _ = self.decode_step_with_attention(prev_tokens, encoded, state)
+        logits, new_state, _ = self.decode_step_with_attention(prev_tokens, step, encoded, state)
         return logits, new_state
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:

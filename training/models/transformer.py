@@ -114,17 +114,20 @@ class DecoderLayer(nn.Module):
         cross_key: Tensor,
         cross_value: Tensor,
         memory_mask: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        with_attention: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """x: (B, 1, D), the newest position only. The self-attention cache (B, H, T, Dh) gains
-        one position; no causal mask is needed since the cache holds only the past."""
+        one position; no causal mask is needed since the cache holds only the past. With
+        with_attention, also the cross-attention averaged over heads (B, S)."""
         y = self.self_sublayer.sublayer_input(x)
         new_key, new_value = self.self_attn.project_key_value(y)
         key = torch.cat([past_key, new_key], dim=2)
         value = torch.cat([past_value, new_value], dim=2)
         x = self.self_sublayer.residual(x, self.self_attn.attend(y, key, value, None))
         y = self.cross_sublayer.sublayer_input(x)
+        attention = self.cross_attn.weights(y, cross_key, memory_mask).mean(dim=1)[:, 0] if with_attention else None
         x = self.cross_sublayer.residual(x, self.cross_attn.attend(y, cross_key, cross_value, memory_mask))
-        return self.ff_sublayer(x, self.feed_forward), key, value
+        return self.ff_sublayer(x, self.feed_forward), key, value, attention
 
 
 class Transformer(Seq2SeqModel):
@@ -188,21 +191,37 @@ class Transformer(Seq2SeqModel):
     def decode_step(
         self, prev_tokens: Tensor, step: int, encoded: Encoded, state: DecoderState
     ) -> tuple[Tensor, DecoderState]:
+        logits, new_state, _ = self._decode_step(prev_tokens, step, encoded, state, with_attention=False)
+        return logits, new_state
+
+    def decode_step_with_attention(
+        self, prev_tokens: Tensor, step: int, encoded: Encoded, state: DecoderState
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """The attention of every decoder layer, averaged over its heads: (B, layers, S)."""
+        logits, new_state, attention = self._decode_step(prev_tokens, step, encoded, state, with_attention=True)
+        return logits, new_state, torch.stack(attention, dim=1)
+
+    def _decode_step(
+        self, prev_tokens: Tensor, step: int, encoded: Encoded, state: DecoderState, with_attention: bool
+    ) -> tuple[Tensor, DecoderState, list[Tensor]]:
         memory_mask = encoded["src_mask"][:, None, None, :]
         x = self.embed(self.tgt_embed, prev_tokens.unsqueeze(1), first_position=step)
         new_state: DecoderState = {}
+        attention = []
         for i, layer in enumerate(self.decoder_layers):
-            x, new_state[self_key_name(i)], new_state[self_value_name(i)] = layer.step(
+            x, new_state[self_key_name(i)], new_state[self_value_name(i)], layer_attention = layer.step(
                 x,
                 state[self_key_name(i)],
                 state[self_value_name(i)],
                 state[cross_key_name(i)],
                 state[cross_value_name(i)],
                 memory_mask,
+                with_attention,
             )
+            attention.append(layer_attention)
             new_state[cross_key_name(i)] = state[cross_key_name(i)]
             new_state[cross_value_name(i)] = state[cross_value_name(i)]
-        return self.output_proj(self.decoder_norm(x)).squeeze(1), new_state
+        return self.output_proj(self.decoder_norm(x)).squeeze(1), new_state, attention
 
     def decode(self, tgt_in: Tensor, encoded: Encoded) -> Tensor:
         length = tgt_in.size(1)
