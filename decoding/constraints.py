@@ -20,15 +20,18 @@ class TokenRules:
     # log-probabilities is the same rule.
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0  # no n-gram of this size twice in a hypothesis; 0: off
+    suppressed: tuple[int, ...] = ()  # tokens never chosen (a model's bad_words_ids)
 
     @property
     def active(self) -> bool:
-        return self.min_length > 0 or self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
+        return self.min_length > 0 or self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0 or bool(self.suppressed)
 
     def apply(self, log_probs: np.ndarray, histories: Sequence[Sequence[int]], position: int, eos: int) -> np.ndarray:
         """log_probs (rows, V) of rows whose generated tokens are `histories` (bos excluded),
         all at `position` -> a modified copy."""
         scores = log_probs.copy()
+        if self.suppressed:
+            scores[:, list(self.suppressed)] = -np.inf
         if position < self.min_length:
             scores[:, eos] = -np.inf
         for row, history in enumerate(histories):

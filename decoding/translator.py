@@ -10,10 +10,11 @@ import numpy as np
 import onnxruntime as ort
 
 from decoding.batching import SearchOptions, search_batches
-from decoding.constraints import LengthBound
+from decoding.constraints import LengthBound, TokenRules
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session
 from nmt_spec import ModelSpec, Tokenizer, TransformerConfig
+from nmt_spec.tokenizer import VocabularyTokenizer, load_tokenizer
 from nmt_spec.manifest import DecodingDefaults, GraphInfo, Manifest, ManifestError
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
@@ -47,7 +48,7 @@ class Translator:
         self,
         model: OnnxSeq2Seq,
         spec: ModelSpec,
-        tokenizer: Tokenizer,
+        tokenizer: Tokenizer | VocabularyTokenizer,
         max_batch_tokens: int = 4000,
         max_batch_size: int | None = None,
         decoding: DecodingDefaults = DecodingDefaults(),
@@ -69,7 +70,7 @@ class Translator:
         if variant not in manifest.variants:
             raise ManifestError(f"{version_directory}: no variant {variant!r}; it has {sorted(manifest.variants)}")
         graphs = manifest.variants[variant]
-        tokenizer = Tokenizer(version_directory / manifest.tokenizer_file, manifest.spec.special_ids)
+        tokenizer = load_tokenizer(version_directory, manifest.spec)
         sessions = []
         for info in (graphs.encoder, graphs.decoder):
             path = version_directory / info.file
@@ -101,9 +102,16 @@ class Translator:
         return results
 
     def default_options(self, **chosen) -> SearchOptions:
-        """The model's own decoding (greedy, output bounded by the source), with `chosen` set."""
-        bound = LengthBound(self.decoding.max_length_a, self.decoding.max_length_b)
-        return SearchOptions(**{"max_decoding_length": self.spec.max_target_length, "length_bound": bound, **chosen})
+        """The model's own decoding (the manifest's beam and length penalty, output bounded by
+        the source, its suppressed tokens never generated), with `chosen` set."""
+        defaults = {
+            "beam_size": self.decoding.beam_size,
+            "length_penalty": self.decoding.length_penalty,
+            "max_decoding_length": self.spec.max_target_length,
+            "length_bound": LengthBound(self.decoding.max_length_a, self.decoding.max_length_b),
+            "rules": TokenRules(suppressed=tuple(self.decoding.suppressed_ids)),
+        }
+        return SearchOptions(**{**defaults, **chosen})
 
     def translate(self, texts: list[str], options: SearchOptions | None = None) -> list[str]:
         """Best translation of each text (the model's default decoding unless told), sources cut

@@ -1,4 +1,5 @@
-"""Command line: python -m export --checkpoint runs/x/best.pt --name transformer-en-de --version 2."""
+"""Command line: python -m export --checkpoint runs/x/best.pt --name transformer-en-de --version 2, or
+python -m export --from-transformers DIR --name opus-mt-en-de --version 1."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from pathlib import Path
 
 from export.exporter import ExportConfig, export_model
+from export.marian import ImportRefused, MarianImport, import_marian
 from export.variants import VARIANTS
 
 
@@ -18,7 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
         "MultiHeadAttention and LayerNormalization nodes), check it against PyTorch, measure BLEU, and write "
         "models/<name>/<version>/ with manifest.json for the server.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="best.pt or an averaged checkpoint; its tokenizer must lie beside it")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="best.pt or an averaged checkpoint; its tokenizer must lie beside it")
+    source.add_argument(
+        "--from-transformers", type=Path, metavar="DIR", help="a local Hugging Face MarianMT directory (OPUS-MT: config.json, model.safetensors or pytorch_model.bin, source.spm, target.spm, vocab.json)"
+    )
+    parser.add_argument("--source-language", default="", help="--from-transformers: the source language, where tokenizer_config.json and the directory name do not say")
+    parser.add_argument("--target-language", default="", help="--from-transformers: the target language, likewise")
+    parser.add_argument("--parity-file", type=Path, help="--from-transformers: sentences (one per line) to compare with transformers' own output (needs transformers installed)")
     parser.add_argument("--name", required=True, help="model name in the repository, e.g. transformer-en-de")
     parser.add_argument("--version", default=defaults.version, help="version directory, a whole number (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=defaults.output_root, help="model repository root (default: %(default)s)")
@@ -36,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.version.isdigit():
         raise SystemExit(f"--version must be a whole number, got {args.version!r}")
     variants = tuple(dict.fromkeys(["fp32", *args.variants]))
+    if args.from_transformers:
+        texts = args.parity_file.read_text(encoding="utf-8").splitlines() if args.parity_file else []
+        job = MarianImport(args.from_transformers, args.name, args.version, args.out, variants, args.source_language, args.target_language, [t for t in texts if t.strip()], args.overwrite)
+        try:
+            import_marian(job)
+        except ImportRefused as refused:
+            raise SystemExit(f"refused: {refused}") from None
+        return 0
     config = ExportConfig(
         checkpoint=args.checkpoint,
         name=args.name,

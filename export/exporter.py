@@ -20,7 +20,7 @@ from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
 from export.parity import measure_parity
 from export.variants import VARIANTS, VariantRecipe, write_variant
 from nmt_spec.model_spec import TOKENIZER_FILE
-from nmt_spec import Tokenizer, TransformerConfig
+from nmt_spec import ModelSpec, Tokenizer, TransformerConfig
 from nmt_spec.manifest import DecodingDefaults, GraphInfo, Manifest, TensorInfo, Variant, sha256_of
 from training.checkpoint import load_model
 from training.config import DataConfig
@@ -70,9 +70,7 @@ def graph_info(path: Path) -> GraphInfo:
 
 
 def export_model(config: ExportConfig, progress: Callable[[str], None] = print) -> Manifest:
-    target = config.output_root / config.name / config.version
-    if target.exists() and not config.overwrite:
-        raise FileExistsError(f"{target} exists; pick another --version or pass --overwrite")
+    target = version_directory(config.output_root, config.name, config.version, config.overwrite)
     spec, model, _ = load_model(config.checkpoint)
     tokenizer = Tokenizer(config.checkpoint.parent / spec.tokenizer_file, spec.special_ids)
     weights = {name: value.detach().numpy() for name, value in model.state_dict().items()}
@@ -83,21 +81,10 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
     target_ids = [ids[: spec.max_target_length - 1] for ids in tokenizer.encode_batch(parity_targets)]
     bleu_data = read_parallel(data, config.bleu_split) if config.bleu_split else None
 
-    config.output_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{config.name}-{config.version}-", dir=config.output_root))
+    staging = staging_beside(target)
     try:
-        progress(f"[1/4] building ONNX graphs of the {spec.architecture} (opset {OPSET})")
-        encoder, decoder = build_graphs(spec, weights)
-        onnx.save(encoder, staging / ENCODER_FILE.format(suffix=""))
-        onnx.save(decoder, staging / DECODER_FILE.format(suffix=""))
+        stage_graphs(spec, weights, staging, config.variants, progress)
         shutil.copyfile(config.checkpoint.parent / spec.tokenizer_file, staging / TOKENIZER_FILE)
-
-        progress(f"[2/4] writing variants {', '.join(config.variants)}")
-        for name in config.variants:
-            recipe = VARIANTS[name]
-            if recipe.file_suffix:
-                for pattern in (ENCODER_FILE, DECODER_FILE):
-                    write_variant(recipe, staging / pattern.format(suffix=""), staging / pattern.format(suffix=recipe.file_suffix))
 
         reference_bleu = None
         if bleu_data:
@@ -146,17 +133,50 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
         manifest.save(staging)
         report["pytorch"] = {"evaluation": {"split": config.bleu_split, "search": "greedy", **reference_bleu.as_dict()}} if reference_bleu else {}
         (staging / PARITY_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
-        staging.rename(target)
+        publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     progress(format_report(report))
     progress(f"wrote {target}")
     return manifest
+
+
+def version_directory(output_root: Path, name: str, version: str, overwrite: bool) -> Path:
+    target = output_root / name / version
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pick another --version or pass --overwrite")
+    return target
+
+
+def staging_beside(target: Path) -> Path:
+    """A private directory to write a version into before it replaces `target` in one rename."""
+    root = target.parent.parent
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.parent.name}-{target.name}-", dir=root))
+
+
+def stage_graphs(spec: ModelSpec, weights: dict, staging: Path, variants: tuple[str, ...], progress: Callable[[str], None]) -> None:
+    """The fp32 graphs and each variant of them, written into `staging`."""
+    progress(f"[1/4] building ONNX graphs of the {spec.architecture} (opset {OPSET})")
+    encoder, decoder = build_graphs(spec, weights)
+    onnx.save(encoder, staging / ENCODER_FILE.format(suffix=""))
+    onnx.save(decoder, staging / DECODER_FILE.format(suffix=""))
+    progress(f"[2/4] writing variants {', '.join(variants)}")
+    for name in variants:
+        recipe = VARIANTS[name]
+        if recipe.file_suffix:
+            for pattern in (ENCODER_FILE, DECODER_FILE):
+                write_variant(recipe, staging / pattern.format(suffix=""), staging / pattern.format(suffix=recipe.file_suffix))
+
+
+def publish(staging: Path, target: Path) -> None:
+    """The staged version takes the place of the version directory, in one rename."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
+    staging.rename(target)
 
 
 def format_report(report: dict[str, dict]) -> str:

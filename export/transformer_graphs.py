@@ -39,7 +39,7 @@ Weights = dict[str, np.ndarray]
 def _position_table(config: TransformerConfig, weights: Weights) -> np.ndarray:
     if config.positional == "learned":
         return weights["positions.table.weight"]
-    return sinusoidal_table(config.max_positions, config.d_model).numpy()
+    return sinusoidal_table(config.max_positions, config.d_model, split=config.positional == "sinusoidal_split").numpy()
 
 
 class _TransformerGraph:
@@ -73,8 +73,10 @@ class _TransformerGraph:
 
     def embed(self, token_vectors: str, position_rows: str) -> str:
         """token embeddings * sqrt(d_model) + the rows of the position table for these positions."""
-        scale = self.g.constant("embed_scale", np.array(math.sqrt(self.config.d_model), np.float32))
-        return self.g.op("Add", [self.g.op("Mul", [token_vectors, scale]), position_rows])
+        if self.config.scale_embeddings:
+            scale = self.g.constant("embed_scale", np.array(math.sqrt(self.config.d_model), np.float32))
+            token_vectors = self.g.op("Mul", [token_vectors, scale])
+        return self.g.op("Add", [token_vectors, position_rows])
 
     def split_heads(self, x: str) -> str:
         """(B, L, D) -> (B, H, L, Dh)."""
@@ -93,8 +95,13 @@ class _TransformerGraph:
     def feed_forward(self, x: str, prefix: str) -> str:
         g = self.g
         hidden = g.linear(x, self.w(f"{prefix}.linear_in.weight"), self.w(f"{prefix}.linear_in.bias"), f"{prefix}.linear_in")
-        # Gelu joins the ONNX domain only at opset 20; ORT's contrib Gelu is the exact (erf) one, as torch's.
-        hidden = g.op("Relu", [hidden]) if self.config.activation == "relu" else g.op("Gelu", [hidden], domain=MICROSOFT_DOMAIN)
+        if self.config.activation == "relu":
+            hidden = g.op("Relu", [hidden])
+        elif self.config.activation == "gelu":
+            # Gelu joins the ONNX domain only at opset 20; ORT's contrib Gelu is the exact (erf) one, as torch's.
+            hidden = g.op("Gelu", [hidden], domain=MICROSOFT_DOMAIN)
+        else:  # swish: x * sigmoid(x)
+            hidden = g.op("Mul", [hidden, g.op("Sigmoid", [hidden])])
         return g.linear(hidden, self.w(f"{prefix}.linear_out.weight"), self.w(f"{prefix}.linear_out.bias"), f"{prefix}.linear_out")
 
     def qkv(self, x: str, prefix: str) -> list[str]:
@@ -212,6 +219,8 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
         x = t.sublayer(x, f"{prefix}.ff_sublayer", lambda y, prefix=prefix: t.feed_forward(y, f"{prefix}.feed_forward"))
     x = t.final_norm(x, "decoder_norm")
     logits = g.op("MatMul", [x, output_weight])
+    if config.output_bias:
+        logits = g.op("Add", [logits, g.constant("output_proj.bias", t.w("output_proj.bias"))])
     g.output(g.op("LogSoftmax", [logits], axis=-1), LOG_PROBS, FLOAT, ["batch_size", config.vocab_size])
     present_shape = ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
     for i, (new_keys, new_values) in enumerate(presents):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt_spec.model_spec import ModelSpec
+from nmt_spec.tokenizer import tokenizer_files
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT_VERSION = 1
@@ -68,6 +69,9 @@ class DecodingDefaults:
     # The Transformer decoder layer (from 1) whose cross-attention, averaged over heads, requests
     # with return_attention get; 0, as in manifests written before it was chosen: the last.
     attention_layer: int = 0
+    beam_size: int = 1  # what a request that sets none gets
+    length_penalty: float = 1.0
+    suppressed_ids: list[int] = field(default_factory=list)  # never generated (Marian: its pad)
 
 
 @dataclass
@@ -81,6 +85,9 @@ class Manifest:
     files: dict[str, str]  # file name -> sha256
     created_by: str = "python -m export"
     decoding: DecodingDefaults = field(default_factory=DecodingDefaults)  # absent in older manifests
+    # Where an imported model came from: its format, its config's name or path, the sha256 of
+    # the checkpoint it was read from.
+    origin: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -140,7 +147,7 @@ class Manifest:
         return manifest
 
     def verify(self, directory: Path) -> None:
-        referenced = {self.tokenizer_file} | {g.file for v in self.variants.values() for g in (v.encoder, v.decoder)}
+        referenced = {self.tokenizer_file, *tokenizer_files(self.spec)} | {g.file for v in self.variants.values() for g in (v.encoder, v.decoder)}
         missing_from_list = sorted(referenced - set(self.files))
         if missing_from_list:
             raise ManifestError(f"{directory / MANIFEST_FILE}: files {missing_from_list} are used but have no sha256 entry")

@@ -34,14 +34,18 @@ class TransformerConfig:
     d_ff: int = 1024  # hidden width of the position-wise feed-forward
     dropout: float = 0.1
     attention_dropout: float = 0.0
-    activation: Literal["relu", "gelu"] = "relu"
+    activation: Literal["relu", "gelu", "swish"] = "relu"  # swish (SiLU): Marian's
     # Learned positions cannot extrapolate past max_positions; sinusoidal ones can.
-    positional: Literal["sinusoidal", "learned"] = "sinusoidal"
+    # sinusoidal: sin and cos interleaved (Vaswani et al.); sinusoidal_split: all sines, then all
+    # cosines (Marian's and fairseq's layout).
+    positional: Literal["sinusoidal", "learned", "sinusoidal_split"] = "sinusoidal"
     max_positions: int = 256
     norm: Literal["pre", "post"] = "pre"  # where LayerNorm sits around each residual sublayer
     # One matrix for source embeddings, target embeddings and the output projection; valid
     # because the tokenizer is joint over both languages.
     tie_embeddings: bool = True
+    scale_embeddings: bool = True  # token embeddings times sqrt(d_model)
+    output_bias: bool = False  # a bias on the output logits (Marian's final_logits_bias)
 
 
 @dataclass
@@ -80,7 +84,11 @@ class ModelSpec:
 
     architecture: Literal["transformer", "rnn"]
     config: TransformerConfig | RNNConfig
-    tokenizer_file: str = TOKENIZER_FILE  # relative to the spec's directory
+    tokenizer_file: str = TOKENIZER_FILE  # relative to the spec's directory; the source side's, when the next two are set
+    # A model with a SentencePiece model per side and one vocabulary over both (Marian's): the
+    # target side's SentencePiece model and the vocabulary (piece -> id, JSON).
+    target_tokenizer_file: str = ""
+    vocabulary_file: str = ""
     special_ids: SpecialIds = field(default_factory=SpecialIds)
     max_source_length: int = 128  # in subword tokens, eos included
     max_target_length: int = 128

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import sentencepiece as spm
 
-from nmt_spec.model_spec import SpecialIds
+from nmt_spec.model_spec import ModelSpec, SpecialIds
 from nmt_spec.text import normalize_text
 
 # SentencePiece's list API runs on a thread pool that costs about 100 us to start, ten
@@ -101,3 +102,60 @@ class Tokenizer:
             if token not in (special.pad, special.bos):
                 kept.append(int(token))
         return kept
+
+
+class VocabularyTokenizer:
+    """A SentencePiece model per side and one vocabulary (piece -> id) over both, as Marian
+    models have them: source text -> source pieces -> ids (unknown pieces: unk), ids -> pieces
+    -> target text. The same interface as Tokenizer."""
+
+    def __init__(self, source_model: str | Path, target_model: str | Path, vocabulary_file: str | Path, special_ids: SpecialIds) -> None:
+        self._source = spm.SentencePieceProcessor(model_file=str(source_model))
+        self._target = spm.SentencePieceProcessor(model_file=str(target_model))
+        self.vocabulary: dict[str, int] = json.loads(Path(vocabulary_file).read_text(encoding="utf-8"))
+        self.piece_of = {index: piece for piece, index in self.vocabulary.items()}
+        self.special_ids = special_ids
+        # left out of decoded text, as transformers' decode(skip_special_tokens=True) leaves them
+        self._special = {special_ids.pad, special_ids.bos, special_ids.eos, special_ids.unk}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    def encode(self, text: str) -> list[int]:
+        unk = self.special_ids.unk
+        return [self.vocabulary.get(piece, unk) for piece in self._source.encode(normalize_text(text), out_type=str)] + [self.special_ids.eos]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        pieces = []
+        for token in ids:
+            if token == self.special_ids.eos:
+                break
+            if token not in self._special:
+                pieces.append(self.piece_of.get(int(token), ""))
+        # Pieces that the target model does not know keep their word marks: spaces, as Marian's
+        # own tokenizer makes them.
+        return self._target.decode_pieces(pieces).replace("\u2581", " ").strip()
+
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        return [self.decode(ids) for ids in batch]
+
+    def id_pieces(self, ids: Sequence[int]) -> list[str]:
+        return [self.piece_of.get(int(token), "<unk>") for token in ids]
+
+    def pieces(self, text: str) -> list[str]:
+        return self._source.encode(normalize_text(text), out_type=str)
+
+
+def load_tokenizer(directory: Path, spec: ModelSpec) -> Tokenizer | VocabularyTokenizer:
+    """The tokenizer a spec describes, its files in `directory`."""
+    if spec.vocabulary_file:
+        return VocabularyTokenizer(directory / spec.tokenizer_file, directory / spec.target_tokenizer_file, directory / spec.vocabulary_file, spec.special_ids)
+    return Tokenizer(directory / spec.tokenizer_file, spec.special_ids)
+
+
+def tokenizer_files(spec: ModelSpec) -> list[str]:
+    return [name for name in (spec.tokenizer_file, spec.target_tokenizer_file, spec.vocabulary_file) if name]

@@ -30,10 +30,12 @@ class RequestedOptions:
 
 
 def search_options(requested: RequestedOptions, model: ServedModel, max_beam_size: int) -> SearchOptions:
-    beam_size = 1 if requested.beam_size is None else requested.beam_size
+    """What the request set, and the model's own decoding (its manifest's) for what it left unset."""
+    defaults = model.translator.decoding
+    beam_size = min(defaults.beam_size, max_beam_size) if requested.beam_size is None else requested.beam_size
     if not 1 <= beam_size <= max_beam_size:
         raise InvalidRequest(f"options.beam_size must be between 1 and {max_beam_size} (1 is greedy search), got {beam_size}")
-    length_penalty = 1.0 if requested.length_penalty is None else requested.length_penalty
+    length_penalty = defaults.length_penalty if requested.length_penalty is None else requested.length_penalty
     if not (math.isfinite(length_penalty) and length_penalty >= 0):
         raise InvalidRequest(f"options.length_penalty must be a finite number >= 0 (0 disables it, default 1.0), got {length_penalty}")
     limit = model.max_output_tokens
@@ -48,8 +50,8 @@ def search_options(requested: RequestedOptions, model: ServedModel, max_beam_siz
         length_penalty=length_penalty,
         num_hypotheses=num_hypotheses,
         max_decoding_length=max_length,
-        length_bound=LengthBound(model.manifest.decoding.max_length_a, model.manifest.decoding.max_length_b),
-        rules=token_rules(requested, max_length),
+        length_bound=LengthBound(defaults.max_length_a, defaults.max_length_b),
+        rules=token_rules(requested, max_length, tuple(defaults.suppressed_ids)),
         with_attention=attention_wanted(requested, model),
     )
 
@@ -62,7 +64,7 @@ def attention_wanted(requested: RequestedOptions, model: ServedModel) -> bool:
     return requested.return_attention
 
 
-def token_rules(requested: RequestedOptions, max_length: int) -> TokenRules:
+def token_rules(requested: RequestedOptions, max_length: int, suppressed: tuple[int, ...]) -> TokenRules:
     min_length = 0 if requested.min_decoding_length is None else requested.min_decoding_length
     if min_length > max_length:
         raise InvalidRequest(f"options.min_decoding_length must be at most max_decoding_length ({max_length}), got {min_length}")
@@ -72,7 +74,7 @@ def token_rules(requested: RequestedOptions, max_length: int) -> TokenRules:
     ngram = 0 if requested.no_repeat_ngram_size is None else requested.no_repeat_ngram_size
     if ngram > max_length:
         raise InvalidRequest(f"options.no_repeat_ngram_size must be at most max_decoding_length ({max_length}; 0 is off), got {ngram}")
-    return TokenRules(min_length=min_length, repetition_penalty=penalty, no_repeat_ngram_size=ngram)
+    return TokenRules(min_length=min_length, repetition_penalty=penalty, no_repeat_ngram_size=ngram, suppressed=suppressed)
 
 
 @dataclass(frozen=True)

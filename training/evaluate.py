@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import sacrebleu
@@ -38,20 +39,10 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
     )
 
 
-@torch.no_grad()
-def translate(
-    model: Seq2SeqModel,
-    tokenizer: Tokenizer,
-    spec: ModelSpec,
-    texts: list[str],
-    beam_size: int = 1,
-    length_penalty: float = 1.0,
-    max_batch_tokens: int = 4000,
-    device: str | torch.device = "cpu",
-    max_batch_size: int | None = None,
-) -> list[str]:
-    """Translate raw sentences, batched by length; beam_size 1 is greedy search."""
-    best = best_hypotheses(model, tokenizer, spec, texts, beam_size, length_penalty, max_batch_tokens, device, max_batch_size)
+def translate(model: Seq2SeqModel, tokenizer: Tokenizer, spec: ModelSpec, texts: list[str], *search: Any, **named: Any) -> list[str]:
+    """Translate raw sentences, batched by length; the search options are best_hypotheses'
+    (beam_size 1, the default, is greedy search)."""
+    best = best_hypotheses(model, tokenizer, spec, texts, *search, **named)
     return tokenizer.decode_batch([hypothesis.tokens for hypothesis in best])
 
 

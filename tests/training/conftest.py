@@ -18,6 +18,7 @@ SPECIAL = SpecialIds()
 MODEL_SPECS = {
     "transformer-pre": ModelSpec("transformer", TransformerConfig(vocab_size=VOCAB, d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0)),
     "transformer-post-learned": ModelSpec("transformer", TransformerConfig(vocab_size=VOCAB, d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=64, dropout=0.0, norm="post", positional="learned", activation="gelu", tie_embeddings=False)),
+    "transformer-post-marian": ModelSpec("transformer", TransformerConfig(vocab_size=VOCAB, d_model=32, n_heads=4, n_encoder_layers=1, n_decoder_layers=2, d_ff=64, dropout=0.0, norm="post", positional="sinusoidal_split", activation="swish", output_bias=True, scale_embeddings=False)),
     "rnn-gru-dot": ModelSpec("rnn", RNNConfig(vocab_size=VOCAB, embed_dim=16, hidden_size=32, encoder_layers=2, decoder_layers=2, dropout=0.0)),
     "rnn-lstm-general": ModelSpec("rnn", RNNConfig(vocab_size=VOCAB, embed_dim=16, hidden_size=32, encoder_layers=1, decoder_layers=1, cell="lstm", attention="general", bidirectional=False, dropout=0.0, tie_embeddings=False)),
 }

@@ -17,12 +17,14 @@ from training.models.attention import MultiHeadAttention
 from training.models.base import DecoderState, Encoded, Seq2SeqModel, source_padding_mask
 
 
-def sinusoidal_table(max_positions: int, d_model: int) -> Tensor:
+def sinusoidal_table(max_positions: int, d_model: int, split: bool = False) -> Tensor:
+    """sin and cos of each frequency, interleaved, or (split) all sines then all cosines."""
     position = torch.arange(max_positions, dtype=torch.float32).unsqueeze(1)
     frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
     table = torch.zeros(max_positions, d_model)
-    table[:, 0::2] = torch.sin(position * frequency)
-    table[:, 1::2] = torch.cos(position * frequency)
+    sines, cosines = (slice(0, (d_model + 1) // 2), slice((d_model + 1) // 2, None)) if split else (slice(0, None, 2), slice(1, None, 2))
+    table[:, sines] = torch.sin(position * frequency)
+    table[:, cosines] = torch.cos(position * frequency)[:, : d_model // 2]
     return table
 
 
@@ -33,7 +35,7 @@ class PositionalEmbedding(nn.Module):
         if self.learned:
             self.table = nn.Embedding(config.max_positions, config.d_model)
         else:
-            self.register_buffer("table", sinusoidal_table(config.max_positions, config.d_model), persistent=False)
+            self.register_buffer("table", sinusoidal_table(config.max_positions, config.d_model, split=config.positional == "sinusoidal_split"), persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
         """positions: (L,) integer positions -> (L, D)."""
@@ -68,7 +70,7 @@ class FeedForward(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.linear_in = nn.Linear(config.d_model, config.d_ff)
-        self.activation = nn.ReLU() if config.activation == "relu" else nn.GELU()
+        self.activation = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU}[config.activation]()
         self.dropout = nn.Dropout(config.dropout)
         self.linear_out = nn.Linear(config.d_ff, config.d_model)
 
@@ -135,7 +137,7 @@ class Transformer(Seq2SeqModel):
         super().__init__()
         self.config = config
         self.pad_id = pad_id
-        self.embed_scale = math.sqrt(config.d_model)
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embeddings else 1.0
         self.src_embed = nn.Embedding(config.vocab_size, config.d_model, padding_idx=pad_id)
         self.tgt_embed = (
             self.src_embed
@@ -150,7 +152,7 @@ class Transformer(Seq2SeqModel):
         final_norm = (lambda: nn.LayerNorm(config.d_model)) if config.norm == "pre" else nn.Identity
         self.encoder_norm = final_norm()
         self.decoder_norm = final_norm()
-        self.output_proj = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.output_proj = nn.Linear(config.d_model, config.vocab_size, bias=config.output_bias)
         self._init_weights()
         if config.tie_embeddings:
             self.output_proj.weight = self.tgt_embed.weight

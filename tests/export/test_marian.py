@@ -1,0 +1,177 @@
+"""A MarianMT model in the Hugging Face layout, made in the test (no download), imported with
+`python -m export --from-transformers`: its graphs follow transformers step by step, its greedy
+and beam outputs are generate()'s, CTranslate2's own converter is compared, the server serves it
+beside the shipped models, and what cannot be served is refused naming the file or field."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.marian import ImportRefused, MarianImport, generate, import_marian
+from nmt_spec.manifest import Manifest, sha256_of
+from server.client import TranslatorClient
+from tests.export.tiny_marian import build_tiny_marian, training_pairs
+from tests.server.running_server import MODELS, ROOT, start_server
+
+NAME = "opus-mt-en-de"
+UNSEEN = ["A man is riding a bike.", "Two dogs play in the snow.", "A woman sings."]
+
+
+@pytest.fixture(scope="module")
+def marian(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_marian(tmp_path_factory.mktemp("hub") / "tiny-marian")
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return [source for source, _ in training_pairs()] + UNSEEN
+
+
+@pytest.fixture(scope="module")
+def imported(marian: Path, texts: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repository")
+    for shipped in ("transformer-en-de", "rnn-en-de"):  # served beside the shipped models
+        (root / shipped).symlink_to(MODELS / shipped)
+    parity = root.parent / "parity.txt"
+    parity.write_text("\n".join(texts) + "\n")
+    command = [sys.executable, "-m", "export", "--from-transformers", str(marian), "--name", NAME, "--version", "1", "--out", str(root), "--variants", "fp32", "int8", "--parity-file", str(parity)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / NAME / "1"
+
+
+def test_the_tiny_model_looks_like_opus_mt(marian: Path) -> None:
+    from transformers import MarianMTModel, MarianTokenizer
+
+    model = MarianMTModel.from_pretrained(marian).eval()
+    tokenizer = MarianTokenizer.from_pretrained(marian)
+    pad = model.config.pad_token_id
+    assert model.config.decoder_start_token_id == pad and bool((model.model.shared.weight[pad] == 0).all()), "the decoder starts from an all-zero pad embedding"
+    for source, target in training_pairs()[:4]:
+        output = model.generate(**tokenizer([source], return_tensors="pt"), num_beams=1)[0].tolist()
+        assert output[-1] == model.config.eos_token_id and len(output) < 40, "trained enough to stop with eos"
+
+
+def test_the_graphs_follow_transformers_step_by_step_and_decode_as_generate(imported: Path, texts: list[str]) -> None:
+    report = json.loads((imported / "parity_report.json").read_text())
+    assert report["sentences"] == len(texts)
+    assert report["max_abs_log_prob_diff"] <= 1e-4
+    assert report["beam 1: identical to generate()"] == report["beam 4: identical to generate()"] == f"{len(texts)}/{len(texts)}"
+
+
+def test_the_tokenizer_contract_gives_marians_ids_and_text(marian: Path, imported: Path, texts: list[str]) -> None:
+    from transformers import MarianTokenizer
+
+    from decoding.runtime import RuntimeConfig
+    from decoding.translator import Translator
+
+    theirs = MarianTokenizer.from_pretrained(marian)
+    ours = Translator.from_repository(imported, "fp32", RuntimeConfig(device="cpu")).tokenizer
+    for text in texts + ["Unknown: ßðŋ ☃."]:
+        ids = theirs(text)["input_ids"]
+        assert ours.encode(text) == ids
+        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
+
+
+def test_the_manifest_records_where_the_model_came_from(marian: Path, imported: Path) -> None:
+    manifest = Manifest.load(imported)
+    assert manifest.origin["format"] == "transformers MarianMTModel"
+    assert manifest.origin["checkpoint_sha256"] == sha256_of(marian / "model.safetensors")
+    assert (manifest.spec.source_language, manifest.spec.target_language) == ("en", "de")
+    assert manifest.decoding.beam_size == 4 and manifest.spec.special_ids.pad in manifest.decoding.suppressed_ids
+    assert set(manifest.variants) == {"fp32", "int8"}
+    decoder = {t.name for t in manifest.variants["fp32"].decoder.inputs}
+    assert {"past_key_values.0.decoder.key", "past_key_values.0.encoder.key", "output_attentions"} <= decoder
+
+
+def test_served_beside_the_shipped_models_it_answers_as_generate(marian: Path, imported: Path, tmp_path: Path) -> None:
+    from transformers import MarianMTModel, MarianTokenizer
+
+    model = MarianMTModel.from_pretrained(marian).eval()
+    tokenizer = MarianTokenizer.from_pretrained(marian)
+    manifest = Manifest.load(imported)
+    server = start_server(tmp_path, "--model-repository", str(imported.parent.parent))
+    try:
+        client = TranslatorClient(server.target)
+        models = {m.name: m for m in client.list_models().models}
+        assert {"transformer-en-de", "rnn-en-de", NAME} <= set(models)
+        assert (models[NAME].source_language, models[NAME].target_language, models[NAME].architecture) == ("en", "de", "transformer")
+        texts = [source for source, _ in training_pairs()[:4]] + UNSEEN
+        response = client.translate(texts, model=NAME)  # no options: the model's own beam of 4
+        for text, translation in zip(texts, response.translations):
+            with torch.no_grad():
+                expected = generate(model, tokenizer(text)["input_ids"], manifest.spec, manifest.decoding, manifest.decoding.beam_size)
+            assert translation.text == tokenizer.decode(expected, skip_special_tokens=True)
+        assert client.translate(["A dog runs."], model="transformer-en-de").translations[0].text == "Ein Hund rennt."
+    finally:
+        assert server.stop() == 0
+
+
+def test_ctranslate2s_converter_is_compared_and_its_differences_explained(marian: Path, imported: Path, texts: list[str], tmp_path: Path) -> None:
+    listing = tmp_path / "texts.txt"
+    listing.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "MARIAN-IMPORT.md"
+    command = [sys.executable, "-m", "bench.marian_ctranslate2", "--transformers-dir", str(marian), "--imported", str(imported), "--texts", str(listing), "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^\| ([14]) \| (\d+) / (\d+) \| (\d+) / \d+ \| (\d+) / \d+ \| (\d+) / \d+ \| (\d+) / (\d+) \|$", out.read_text(), re.MULTILINE)
+    assert [row[0] for row in rows] == ["1", "4"]
+    for _, ours_equal, total, *_ in rows:
+        assert ours_equal == total, "our import equals transformers' generate()"
+
+
+def copy_of(marian: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "opus-mt-en-de"
+    shutil.copytree(marian, copy)
+    return copy
+
+
+def refusal(directory: Path, tmp_path: Path) -> str:
+    with pytest.raises(ImportRefused) as refused:
+        import_marian(MarianImport(directory, NAME, output_root=tmp_path / "out"), progress=lambda _: None)
+    assert not (tmp_path / "out" / NAME / "1").exists()
+    return str(refused.value)
+
+
+def test_another_architecture_is_refused_naming_the_field(marian: Path, tmp_path: Path) -> None:
+    directory = copy_of(marian, tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "bart", "architectures": ["BartForConditionalGeneration"]}))
+    message = refusal(directory, tmp_path)
+    assert "config.json" in message and "model_type 'bart'" in message and "MarianMTModel" in message
+
+
+def test_a_missing_tokenizer_file_is_refused_naming_it(marian: Path, tmp_path: Path) -> None:
+    directory = copy_of(marian, tmp_path)
+    (directory / "target.spm").unlink()
+    assert "target.spm: missing" in refusal(directory, tmp_path)
+
+
+def test_a_multilingual_model_needing_a_language_token_is_refused(marian: Path, tmp_path: Path) -> None:
+    directory = copy_of(marian, tmp_path)
+    vocabulary = json.loads((directory / "vocab.json").read_text())
+    (directory / "vocab.json").write_text(json.dumps({**vocabulary, ">>deu<<": len(vocabulary), ">>fra<<": len(vocabulary) + 1}))
+    message = refusal(directory, tmp_path)
+    assert "vocab.json" in message and ">>deu<<" in message and "multilingual" in message
+
+
+def test_an_unsupported_activation_is_refused_naming_the_field(marian: Path, tmp_path: Path) -> None:
+    directory = copy_of(marian, tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "activation_function": "gelu_new"}))
+    assert "activation_function 'gelu_new'" in refusal(directory, tmp_path)
+
+
+def test_the_cli_says_refused_and_exits_non_zero(marian: Path, tmp_path: Path) -> None:
+    directory = copy_of(marian, tmp_path)
+    (directory / "source.spm").unlink()
+    result = subprocess.run([sys.executable, "-m", "export", "--from-transformers", str(directory), "--name", NAME, "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "refused:" in result.stderr and "source.spm" in result.stderr
