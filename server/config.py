@@ -54,6 +54,9 @@ class ServerConfig:
     max_texts_per_request: int = setting(128, "texts in one request")
     max_request_tokens: int = setting(8192, "source tokens of one request, counted after its texts are split into sentences (a 2,000-token document fits)")
     max_beam_size: int = setting(8, "largest beam_size a request may ask for")
+    # A request's own options win over these, these over the model's manifest.
+    default_beam_size: int = setting(0, "beam_size of requests that set none, for every model (1: greedy, for speed); 0: each model's own (its manifest's decoding.beam_size)")
+    default_length_penalty: float = setting(-1.0, "length_penalty of requests that set none, for every model; negative: each model's own (its manifest's)")
     attention_layer: int = setting(0, "Transformer decoder layer (from 1) whose cross-attention, averaged over heads, return_attention gives; 0: the layer each model's manifest names")
     max_receive_message_bytes: int = setting(4 * 1024 * 1024, "largest request message gRPC accepts")
     max_concurrent_streams: int = setting(1024, "concurrent calls per client connection (HTTP/2 streams); more wait in the client")
@@ -105,4 +108,6 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] = os.
     for name in AT_LEAST_ONE:
         if getattr(config, name) < 1:
             parser.error(f"{flag_name(name)} (env {env_name(name)}) must be at least 1, got {getattr(config, name)}")
+    if not 0 <= config.default_beam_size <= config.max_beam_size:
+        parser.error(f"{flag_name('default_beam_size')} must be between 0 (each model's own) and {flag_name('max_beam_size')} ({config.max_beam_size}), got {config.default_beam_size}")
     return config

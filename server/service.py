@@ -30,7 +30,7 @@ from server.lifecycle import Lifecycle
 from server.metrics import ServerMetrics
 from server.models import ServedModel
 from server.segmentation import Segmented
-from server.validation import RequestedOptions, prepare_texts, search_options
+from server.validation import RequestedOptions, default_decoding, prepare_texts, search_options
 
 STATUS_CODES: dict[type[RequestError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -164,6 +164,8 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 max_length_b=model.manifest.decoding.max_length_b,
                 has_attention=model.translator.model.has_attention,
                 attention_layer=model.translator.decoding.attention_layer,
+                default_beam_size=default_decoding(model, self.config).beam_size,
+                default_length_penalty=default_decoding(model, self.config).length_penalty,
             )
         return response
 
@@ -204,7 +206,7 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
             self.metrics.request_duration.labels(model=model_label, method=method).observe(time.perf_counter() - began)
 
     async def _run(self, model: ServedModel, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
-        options = search_options(requested_options(request.options), model, self.config.max_beam_size)
+        options = search_options(requested_options(request.options), model, self.config)
         split = not request.HasField("split_sentences") or request.split_sentences
         prepared = prepare_texts(list(request.texts), model, self.config, split)
         sources = prepared.sources

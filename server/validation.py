@@ -29,13 +29,30 @@ class RequestedOptions:
     return_attention: bool = False
 
 
-def search_options(requested: RequestedOptions, model: ServedModel, max_beam_size: int) -> SearchOptions:
-    """What the request set, and the model's own decoding (its manifest's) for what it left unset."""
-    defaults = model.translator.decoding
-    beam_size = min(defaults.beam_size, max_beam_size) if requested.beam_size is None else requested.beam_size
+@dataclass(frozen=True)
+class DefaultDecoding:
+    beam_size: int
+    length_penalty: float
+
+
+def default_decoding(model: ServedModel, config: ServerConfig) -> DefaultDecoding:
+    """What a request that sets no beam or length penalty gets: the server's flags where set,
+    else the model's manifest; a beam never over --max-beam-size."""
+    own = model.translator.decoding
+    beam_size = config.default_beam_size or own.beam_size
+    length_penalty = config.default_length_penalty if config.default_length_penalty >= 0 else own.length_penalty
+    return DefaultDecoding(min(beam_size, config.max_beam_size), length_penalty)
+
+
+def search_options(requested: RequestedOptions, model: ServedModel, config: ServerConfig) -> SearchOptions:
+    """What the request set, and the defaults (default_decoding, the manifest's bound and
+    suppressed tokens) for what it left unset."""
+    defaults, fallback = model.translator.decoding, default_decoding(model, config)
+    max_beam_size = config.max_beam_size
+    beam_size = fallback.beam_size if requested.beam_size is None else requested.beam_size
     if not 1 <= beam_size <= max_beam_size:
         raise InvalidRequest(f"options.beam_size must be between 1 and {max_beam_size} (1 is greedy search), got {beam_size}")
-    length_penalty = defaults.length_penalty if requested.length_penalty is None else requested.length_penalty
+    length_penalty = fallback.length_penalty if requested.length_penalty is None else requested.length_penalty
     if not (math.isfinite(length_penalty) and length_penalty >= 0):
         raise InvalidRequest(f"options.length_penalty must be a finite number >= 0 (0 disables it, default 1.0), got {length_penalty}")
     limit = model.max_output_tokens

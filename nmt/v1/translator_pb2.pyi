@@ -123,7 +123,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "versions", "source_language", "target_language", "architecture", "variant", "available_variants", "is_default", "max_input_tokens", "max_length_a", "max_length_b", "has_attention", "attention_layer")
+    __slots__ = ("name", "versions", "source_language", "target_language", "architecture", "variant", "available_variants", "is_default", "max_input_tokens", "max_length_a", "max_length_b", "has_attention", "attention_layer", "default_beam_size", "default_length_penalty")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,8 @@ class ModelInfo(_message.Message):
     MAX_LENGTH_B_FIELD_NUMBER: _ClassVar[int]
     HAS_ATTENTION_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_LAYER_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedScalarFieldContainer[str]
     source_language: str
@@ -150,7 +152,9 @@ class ModelInfo(_message.Message):
     max_length_b: int
     has_attention: bool
     attention_layer: int
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., architecture: _Optional[str] = ..., variant: _Optional[str] = ..., available_variants: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., max_input_tokens: _Optional[int] = ..., max_length_a: _Optional[float] = ..., max_length_b: _Optional[int] = ..., has_attention: _Optional[bool] = ..., attention_layer: _Optional[int] = ...) -> None: ...
+    default_beam_size: int
+    default_length_penalty: float
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., architecture: _Optional[str] = ..., variant: _Optional[str] = ..., available_variants: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., max_input_tokens: _Optional[int] = ..., max_length_a: _Optional[float] = ..., max_length_b: _Optional[int] = ..., has_attention: _Optional[bool] = ..., attention_layer: _Optional[int] = ..., default_beam_size: _Optional[int] = ..., default_length_penalty: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

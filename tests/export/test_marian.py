@@ -104,6 +104,7 @@ def test_served_beside_the_shipped_models_it_answers_as_generate(marian: Path, i
         models = {m.name: m for m in client.list_models().models}
         assert {"transformer-en-de", "rnn-en-de", NAME} <= set(models)
         assert (models[NAME].source_language, models[NAME].target_language, models[NAME].architecture) == ("en", "de", "transformer")
+        assert models[NAME].default_beam_size == 4 and models["transformer-en-de"].default_beam_size == 1
         texts = [source for source, _ in training_pairs()[:4]] + UNSEEN
         response = client.translate(texts, model=NAME)  # no options: the model's own beam of 4
         for text, translation in zip(texts, response.translations):
@@ -175,3 +176,29 @@ def test_the_cli_says_refused_and_exits_non_zero(marian: Path, tmp_path: Path) -
     (directory / "source.spm").unlink()
     result = subprocess.run([sys.executable, "-m", "export", "--from-transformers", str(directory), "--name", NAME, "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "refused:" in result.stderr and "source.spm" in result.stderr
+
+
+def test_the_server_flag_overrides_the_manifests_decoding_and_a_requests_options_override_both(marian: Path, imported: Path, tmp_path: Path) -> None:
+    from transformers import MarianMTModel, MarianTokenizer
+
+    from nmt.v1 import translator_pb2 as pb
+
+    model = MarianMTModel.from_pretrained(marian).eval()
+    tokenizer = MarianTokenizer.from_pretrained(marian)
+    manifest = Manifest.load(imported)
+    texts = UNSEEN + [source for source, _ in training_pairs()[4:]]
+
+    def expected(beam_size: int) -> list[str]:
+        return [tokenizer.decode(generate(model, tokenizer(t)["input_ids"], manifest.spec, manifest.decoding, beam_size), skip_special_tokens=True) for t in texts]
+
+    greedy, beam = expected(1), expected(4)
+    assert greedy != beam, "greedy and beam 4 must differ on some sentence for this test to tell them apart"
+    server = start_server(tmp_path, "--model-repository", str(imported.parent.parent), "--default-beam-size", "1")
+    try:
+        client = TranslatorClient(server.target)
+        models = {m.name: m for m in client.list_models().models}
+        assert models[NAME].default_beam_size == 1 and models["transformer-en-de"].default_beam_size == 1
+        assert [t.text for t in client.translate(texts, model=NAME).translations] == greedy
+        assert [t.text for t in client.translate(texts, model=NAME, options=pb.DecodingOptions(beam_size=4)).translations] == beam
+    finally:
+        assert server.stop() == 0
