@@ -34,6 +34,8 @@ class TokenRules:
             scores[:, list(self.suppressed)] = -np.inf
         if position < self.min_length:
             scores[:, eos] = -np.inf
+        if self.repetition_penalty == 1.0 and self.no_repeat_ngram_size <= 0:
+            return scores  # no rule looks at a row's history: no per-row loop on the hot path
         for row, history in enumerate(histories):
             if not history:
                 continue

@@ -93,6 +93,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
 
         variants: dict[str, Variant] = {}
         report: dict[str, dict] = {}
+        sessions: dict[str, OnnxSeq2Seq] = {}  # of the variants that run here
         for name in config.variants:
             recipe = VARIANTS[name]
             encoder_path = staging / ENCODER_FILE.format(suffix=recipe.file_suffix)
@@ -105,6 +106,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
                 variant.parity = {"status": f"not measured on {runtime.device}: {str(error).splitlines()[0][:200]}"}
                 progress(f"[4/4] {name}: cannot run here ({variant.parity['status']})")
             else:
+                sessions[name] = onnx_model
                 progress(f"[4/4] {name}: parity on {len(source_ids)} {config.parity_split} sentences on {runtime.device}" + (f", BLEU on {config.bleu_split}" if bleu_data else ""))
                 variant.parity = {**measure_parity(model, onnx_model, spec, source_ids, target_ids).as_dict(), "device": runtime.device}
                 if bleu_data:
@@ -122,7 +124,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
         decoding = DecodingDefaults()
         if isinstance(spec.config, TransformerConfig):
             progress(f"[4/4] which decoder layer's attention aligns words best, on {len(parity_sources)} {config.parity_split} sentences")
-            fp32 = OnnxSeq2Seq(create_session(str(staging / ENCODER_FILE.format(suffix="")), config.runtime), create_session(str(staging / DECODER_FILE.format(suffix="")), config.runtime))
+            fp32 = sessions.get("fp32") or OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix="")), config.runtime) for pattern in (ENCODER_FILE, DECODER_FILE)))
             layers = measure_layers(Translator(fp32, spec, tokenizer), parity_sources, spec.config.n_decoder_layers)
             if layers:
                 # the latest of the best: ties go to the layer nearest the output, as fairseq's default

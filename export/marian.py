@@ -27,7 +27,7 @@ from export.graphs import DECODER_FILE, ENCODER_FILE
 from export.variants import VARIANTS
 from nmt_spec import ModelSpec, SpecialIds, TransformerConfig
 from nmt_spec.manifest import DecodingDefaults, Manifest, ManifestError, Variant, sha256_of
-from nmt_spec.tokenizer import VocabularyTokenizer
+from nmt_spec.tokenizer import load_tokenizer
 
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
@@ -251,7 +251,7 @@ def transformers_parity(directory: Path, staging: Path, spec: ModelSpec, decodin
     model = MarianMTModel.from_pretrained(directory).eval()
     runtime = RuntimeConfig(device="cpu")
     onnx_model = OnnxSeq2Seq(create_session(str(staging / ENCODER_FILE.format(suffix="")), runtime), create_session(str(staging / DECODER_FILE.format(suffix="")), runtime))
-    tokenizer = VocabularyTokenizer(staging / SOURCE_SPM, staging / TARGET_SPM, staging / VOCABULARY, spec.special_ids)
+    tokenizer = load_tokenizer(staging, spec)
     translator = Translator(onnx_model, spec, tokenizer, decoding=decoding)
     report: dict = {"sentences": len(texts), "max_abs_log_prob_diff": 0.0}
     for beam_size in (1, 4):

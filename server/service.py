@@ -150,6 +150,7 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry once the health service reports SERVING")
         for model in registry.models.values():
             spec = model.manifest.spec
+            defaults = default_decoding(model, self.config)
             response.models.add(
                 name=model.name,
                 versions=[model.version],
@@ -164,8 +165,8 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 max_length_b=model.manifest.decoding.max_length_b,
                 has_attention=model.translator.model.has_attention,
                 attention_layer=model.translator.decoding.attention_layer,
-                default_beam_size=default_decoding(model, self.config).beam_size,
-                default_length_penalty=default_decoding(model, self.config).length_penalty,
+                default_beam_size=defaults.beam_size,
+                default_length_penalty=defaults.length_penalty,
             )
         return response
 

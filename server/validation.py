@@ -116,10 +116,13 @@ def prepare_texts(texts: list[str], model: ServedModel, config: ServerConfig, sp
         if not text.sentences:
             raise InvalidRequest(f"texts[{index}] is empty or holds only whitespace or invisible characters: every text must hold something to translate")
     tokenizer, limit = model.translator.tokenizer, model.max_input_tokens
+    # Every sentence of the request in one tokenizer call; only texts with a sentence over the
+    # limit are cut further and tokenized again.
+    everything = iter(model.translator.encode([sentence for text in segmented for sentence in text.sentences]))
     laid_out: list[Segmented] = []
     sources: list[list[int]] = []
     for index, text in enumerate(segmented):
-        encoded = model.translator.encode(text.sentences)
+        encoded = [next(everything) for _ in text.sentences]
         if all(len(ids) <= limit for ids in encoded):
             laid_out.append(text)
             sources += encoded
