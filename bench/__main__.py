@@ -25,6 +25,7 @@ from bench.engines import (
 )
 from bench.flops import flops_per_generated_token, matmul_peak_flops
 from bench.report import Report
+from nmt_spec.manifest import latest_version
 
 MODELS = {"transformer-en-de": "checkpoints/transformer-en-de/model.pt", "rnn-en-de": "checkpoints/rnn-en-de/model.pt"}
 
@@ -49,7 +50,7 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
     """Every engine once on one model."""
     texts = report.texts
     checkpoint = ROOT / MODELS[name]
-    version = ROOT / "models" / name / "1"
+    version = latest_version(ROOT / "models" / name)
     progress(f"{label}: PyTorch eager")
     report.add(pytorch_greedy(checkpoint, texts, args.threads, name, args.max_batch_size))
     if converts_to_ctranslate2(name):
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             from nmt_spec.manifest import Manifest
 
-            spec = Manifest.load(ROOT / "models" / name / "1", verify_files=False).spec
+            spec = Manifest.load(latest_version(ROOT / "models" / name), verify_files=False).spec
             report.set_flops(name, lambda source, target, spec=spec: flops_per_generated_token(spec, source, target))
 
     output = args.output if not args.smoke else Path(tempfile.mkdtemp(prefix="bench-smoke-")) / "BENCHMARKS.md"

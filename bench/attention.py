@@ -26,7 +26,7 @@ from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session
 from decoding.translator import Translator
 from nmt_spec.graph_names import CROSS_ATTENTIONS, OUTPUT_ATTENTIONS
-from nmt_spec.manifest import Manifest
+from nmt_spec.manifest import Manifest, latest_version
 
 
 def without_attention_branch(version_directory: Path, scratch: Path) -> Path:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         engines: dict[str, Callable[[], list[str]]] = {}
         for model in ("transformer-en-de", "rnn-en-de"):
-            version = ROOT / "models" / model / "1"
+            version = latest_version(ROOT / "models" / model)
             translator = in_process_translator(version, "fp32", args.threads, args.batch_size)
             if model.startswith("transformer"):
                 runtime = RuntimeConfig(device="cpu", intra_op_threads=args.threads)

@@ -32,6 +32,7 @@ from bench.engines import (
 )
 from bench.flops import flops_per_generated_token
 from bench.report import RatioTable, Report
+from nmt_spec.manifest import latest_version
 
 # A lone sentence per batch (or per client) is slow: such levels run on this many sentences per
 # row of the batch, so every level takes seconds, not minutes.
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models:
-            version = args.repository / name / "1"
+            version = latest_version(args.repository / name)
             progress(f"{name}: ONNX Runtime fp32 on {threads} CPU cores (the reference outputs)")
             report.add(onnx_greedy(version, "fp32", texts, threads, name, 64, "cpu", CPU_REFERENCE))
             for variant in args.variants:
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             from nmt_spec.manifest import Manifest
 
-            spec = Manifest.load(args.repository / name / "1", verify_files=False).spec
+            spec = Manifest.load(latest_version(args.repository / name), verify_files=False).spec
             report.set_flops(name, lambda source, target, spec=spec: flops_per_generated_token(spec, source, target))
 
     output = args.output if not args.smoke else Path(tempfile.mkdtemp(prefix="bench-gpu-smoke-")) / "BENCHMARKS-GPU.md"

@@ -22,6 +22,7 @@ from bench.__main__ import MODELS, converts_to_ctranslate2, progress
 from bench.engines import ROOT, Layout, ServerProcess, ctranslate2_greedy, free_port, in_process_translator
 from bench.flops import flops_per_generated_token, matrix_product_flops, one_core_matmul_peak_flops
 from bench.load import run_load
+from nmt_spec.manifest import latest_version
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 MATRIX_PRODUCTS = ("MatMul", "Gemm", "FusedGemm")
@@ -45,7 +46,7 @@ class KernelProfile:
 def operator_times(model: str, texts: list[str], threads: int, max_batch_size: int, scratch: Path) -> KernelProfile:
     """Kernel seconds per operator type, for the encoder and the decoder step, translating
     `texts` in batches of max_batch_size sentences sorted by length."""
-    translator = in_process_translator(ROOT / "models" / model / "1", "fp32", threads, max_batch_size, profile_prefix=str(scratch / "ort"))
+    translator = in_process_translator(latest_version(ROOT / "models" / model), "fp32", threads, max_batch_size, profile_prefix=str(scratch / "ort"))
     translations = translator.translate(texts)
     source_tokens = sum(len(ids) for ids in translator.encode(texts))
     target_tokens = sum(len(ids) for ids in translator.encode(translations))  # eos included: the steps taken

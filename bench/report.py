@@ -10,6 +10,7 @@ import sacrebleu
 
 from bench.engines import ARRIVAL_ORDER, ROOT, Measurement
 from nmt_spec import Tokenizer
+from nmt_spec.manifest import latest_version
 
 FlopsFunction = Callable[[float, float], float]
 
@@ -61,7 +62,7 @@ class Report:
 
     def tokenizer(self, model: str) -> Tokenizer:
         if model not in self.tokenizers:
-            self.tokenizers[model] = Tokenizer(ROOT / "models" / model / "1" / "tokenizer.model")
+            self.tokenizers[model] = Tokenizer(latest_version(ROOT / "models" / model) / "tokenizer.model")
         return self.tokenizers[model]
 
     def target_tokens(self, m: Measurement) -> int:

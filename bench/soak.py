@@ -25,6 +25,7 @@ from bench.engines import ROOT, Layout, ServerProcess, free_port
 from bench.load import percentile
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
+from nmt_spec.manifest import latest_version
 
 RSS_BAR = 0.05
 WARM_UP_FRACTION = 0.2  # memory is compared from the end of the first fifth of the run
@@ -113,7 +114,7 @@ def expected_translations(model: str, sentences: list[str]) -> list[tuple[str, s
     from decoding.runtime import RuntimeConfig
     from decoding.translator import Translator
 
-    translator = Translator.from_repository(ROOT / "models" / model / "1", "fp32", RuntimeConfig(device="cpu"))
+    translator = Translator.from_repository(latest_version(ROOT / "models" / model), "fp32", RuntimeConfig(device="cpu"))
     return list(zip(sentences, translator.translate(sentences)))
 
 

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=defaults.data_directory, help="corpus directory for parity and BLEU (default: %(default)s)")
     parser.add_argument("--parity-sentences", type=int, default=defaults.parity_sentences, help="validation sentences compared with PyTorch (default: %(default)s)")
     parser.add_argument("--bleu-split", default=defaults.bleu_split, help="split to measure BLEU on; 'none' skips it (default: %(default)s)")
+    parser.add_argument("--decoding-split", default=defaults.decoding_split, help="split on which the default decoding (beam size, length penalty) is chosen by BLEU; 'none': greedy (default: %(default)s)")
+    parser.add_argument("--beam-sizes", type=int, nargs="+", default=list(defaults.beam_sizes), help="beam sizes tried for the default decoding; 1 is greedy (default: %(default)s)")
+    parser.add_argument("--length-penalties", type=float, nargs="+", default=list(defaults.length_penalties), help="length penalties tried with each beam over 1 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
     return parser
 
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         data_directory=args.data_dir,
         parity_sentences=args.parity_sentences,
         bleu_split=None if args.bleu_split.lower() == "none" else args.bleu_split,
+        decoding_split=None if args.decoding_split.lower() == "none" else args.decoding_split,
+        beam_sizes=tuple(args.beam_sizes),
+        length_penalties=tuple(args.length_penalties),
         overwrite=args.overwrite,
     )
     export_model(config)

@@ -18,6 +18,7 @@ from export.alignment import measure_layers
 from export.graph_builder import OPSET
 from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
 from export.parity import measure_parity
+from export.decoding_choice import best_trial, decoding_trials, trials_report
 from export.variants import VARIANTS, VariantRecipe, write_variant
 from nmt_spec.model_spec import TOKENIZER_FILE
 from nmt_spec import ModelSpec, Tokenizer, TransformerConfig
@@ -41,6 +42,10 @@ class ExportConfig:
     parity_split: str = "val"
     parity_sentences: int = 200
     bleu_split: str | None = "test2016"  # None skips the BLEU measurement
+    # The manifest's default decoding: the best of these on this split by BLEU (None: greedy).
+    decoding_split: str | None = "val"
+    beam_sizes: tuple[int, ...] = (1, 4, 5)
+    length_penalties: tuple[float, ...] = (0.6, 1.0, 1.4)
     overwrite: bool = False
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(device="cpu"))
 
@@ -98,7 +103,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
             recipe = VARIANTS[name]
             encoder_path = staging / ENCODER_FILE.format(suffix=recipe.file_suffix)
             decoder_path = staging / DECODER_FILE.format(suffix=recipe.file_suffix)
-            variant = Variant(graph_info(encoder_path), graph_info(decoder_path), recipe.intended_device)
+            variant = Variant(graph_info(encoder_path), graph_info(decoder_path), recipe.intended_device, recipe.batch_invariant)
             runtime = parity_runtime(recipe, config.runtime)
             try:
                 onnx_model = OnnxSeq2Seq(create_session(str(encoder_path), runtime), create_session(str(decoder_path), runtime))
@@ -122,9 +127,16 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
             report[name] = {"parity": variant.parity, "evaluation": variant.evaluation}
 
         decoding = DecodingDefaults()
+        fp32 = sessions.get("fp32") or OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix="")), config.runtime) for pattern in (ENCODER_FILE, DECODER_FILE)))
+        if config.decoding_split:
+            sources, references = read_parallel(data, config.decoding_split)
+            progress(f"[4/4] default decoding: BLEU on {config.decoding_split} ({len(sources)} sentences) of beams {config.beam_sizes} x length penalties {config.length_penalties}")
+            trials = decoding_trials(Translator(fp32, spec, tokenizer, decoding=decoding), sources, references, config.beam_sizes, config.length_penalties, progress)
+            chosen = best_trial(trials)
+            decoding.beam_size, decoding.length_penalty = chosen.beam_size, chosen.length_penalty
+            report["decoding_choice"] = trials_report(trials, config.decoding_split)
         if isinstance(spec.config, TransformerConfig):
             progress(f"[4/4] which decoder layer's attention aligns words best, on {len(parity_sources)} {config.parity_split} sentences")
-            fp32 = sessions.get("fp32") or OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix="")), config.runtime) for pattern in (ENCODER_FILE, DECODER_FILE)))
             layers = measure_layers(Translator(fp32, spec, tokenizer), parity_sources, spec.config.n_decoder_layers)
             if layers:
                 # the latest of the best: ties go to the layer nearest the output, as fairseq's default
@@ -184,7 +196,7 @@ def publish(staging: Path, target: Path) -> None:
 def format_report(report: dict[str, dict]) -> str:
     lines = ["variant  on    max|dlogit|  greedy identical  BLEU    chrF   dBLEU vs PyTorch"]
     for name, entry in report.items():
-        if name == "attention_alignment":
+        if name in ("attention_alignment", "decoding_choice"):
             continue
         parity, evaluation = entry.get("parity", {}), entry.get("evaluation", {})
         identical = f"{parity['greedy_identical']}/{parity['greedy_compared']}" if "greedy_compared" in parity else "-"
@@ -192,6 +204,9 @@ def format_report(report: dict[str, dict]) -> str:
         lines.append(
             f"{name:<8} {parity.get('device', '-'):<5} {difference:>11}  {identical:>16}  {evaluation.get('bleu', '-'):>6}  {evaluation.get('chrf', '-'):>6}  {evaluation.get('bleu_change_vs_pytorch', '-'):>6}"
         )
+    if "decoding_choice" in report:
+        choice = report["decoding_choice"]
+        lines.append(f"default decoding (best {choice['split']} BLEU of {len(choice['trials'])}): beam {choice['chosen']['beam_size']}, length penalty {choice['chosen']['length_penalty']}")
     if "attention_alignment" in report:
         lines.append(f"attention: lexicon words aligned right per decoder layer {report['attention_alignment']}")
     return "\n".join(lines)

@@ -221,6 +221,7 @@ def import_marian(job: MarianImport, progress: Callable[[str], None] = print) ->
                 graph_info(staging / ENCODER_FILE.format(suffix=VARIANTS[name].file_suffix)),
                 graph_info(staging / DECODER_FILE.format(suffix=VARIANTS[name].file_suffix)),
                 VARIANTS[name].intended_device,
+                VARIANTS[name].batch_invariant,
             )
             for name in job.variants
         }

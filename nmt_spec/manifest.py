@@ -52,6 +52,9 @@ class Variant:
     encoder: GraphInfo
     decoder: GraphInfo
     intended_device: str  # "cpu", "cuda" or "any"
+    # A sentence's translation is the same alone and in any batch. Manifests written before this
+    # field hold int8 graphs whose activation scales were per batch.
+    batch_invariant: bool = True
     parity: dict[str, Any] = field(default_factory=dict)  # against PyTorch, see export/parity.py
     evaluation: dict[str, Any] = field(default_factory=dict)  # e.g. test2016 BLEU of these graphs
 
@@ -119,6 +122,7 @@ class Manifest:
                     encoder=graph(v["encoder"]),
                     decoder=graph(v["decoder"]),
                     intended_device=v["intended_device"],
+                    batch_invariant=v.get("batch_invariant", name != "int8"),
                     parity=v.get("parity", {}),
                     evaluation=v.get("evaluation", {}),
                 )

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_models:
             for model in client.list_models().models:
                 default = " (default)" if model.is_default else ""
-                print(f"{model.name}{default}\tversions {','.join(model.versions)}\t{model.source_language}->{model.target_language}\t{model.architecture}\t{model.variant}")
+                print(f"{model.name}{default}\tversions {','.join(model.versions)}\t{model.source_language}->{model.target_language}\t{model.architecture}\t{model.variant}{'' if model.batch_invariant else ' (batch-dependent)'}")
             return 0
         responses = [client.translate(args.texts, args.model, options, split)] if args.texts else client.translate_stream(_chunks(sys.stdin, STDIN_CHUNK), args.model, options, split)
         drawn = args.attention_png is None

@@ -38,15 +38,25 @@ class ServedModel:
         return self.manifest.spec.max_target_length
 
 
-def choose_variant(manifest: Manifest, wanted: str, on_cuda: bool) -> str:
+def choose_variant(manifest: Manifest, wanted: str, on_cuda: bool, allow_batch_dependent: bool = False) -> str:
+    """The variant to serve: the one asked for, or fp16 on CUDA, int8 on a CPU, fp32 otherwise.
+    int8 only when it is batch-invariant: a client's answer must not depend on other clients'
+    traffic, so auto passes over a batch-dependent int8 and an explicit one needs the operator's
+    consent."""
+    where = f"model {manifest.name} version {manifest.version}"
     if wanted != "auto":
         if wanted not in manifest.variants:
-            raise ManifestError(f"model {manifest.name} version {manifest.version} has no {wanted} variant; it has {sorted(manifest.variants)}")
+            raise ManifestError(f"{where} has no {wanted} variant; it has {sorted(manifest.variants)}")
+        if not manifest.variants[wanted].batch_invariant and not allow_batch_dependent:
+            raise ManifestError(
+                f"{where}: its {wanted} variant is not batch-invariant (its answers may depend on the requests batched with it); "
+                "export it again for per-row activation scales, or pass --allow-batch-dependent-variants 1"
+            )
         return wanted
-    # Not int8 by default, although it is 1.45x faster on 2 CPU cores: dynamic quantization scales
-    # the activations of the whole batch at once, so a sentence's translation could depend on
-    # the sentences it is batched with. fp32 and fp16 compute every row on its own.
-    return "fp16" if on_cuda and "fp16" in manifest.variants else "fp32"
+    if on_cuda and "fp16" in manifest.variants:
+        return "fp16"
+    int8 = manifest.variants.get("int8")
+    return "int8" if not on_cuda and int8 is not None and int8.batch_invariant else "fp32"
 
 
 def batcher_config(config: ServerConfig) -> BatcherConfig:
@@ -63,7 +73,7 @@ def batcher_config(config: ServerConfig) -> BatcherConfig:
 def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMetrics) -> ServedModel:
     manifest = Manifest.load(version_directory)  # every file checked against its sha256
     runtime = RuntimeConfig(device=config.device, intra_op_threads=config.intra_op_threads, spin_wait=config.spin_wait)
-    variant = choose_variant(manifest, config.variant, uses_cuda(runtime))
+    variant = choose_variant(manifest, config.variant, uses_cuda(runtime), bool(config.allow_batch_dependent_variants))
     translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer)
     device = translator.model.decoder.get_providers()[0]
     special = manifest.spec.special_ids

@@ -167,6 +167,7 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 attention_layer=model.translator.decoding.attention_layer,
                 default_beam_size=defaults.beam_size,
                 default_length_penalty=defaults.length_penalty,
+                batch_invariant=model.manifest.variants[model.variant].batch_invariant,
             )
         return response
 

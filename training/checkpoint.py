@@ -27,8 +27,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mo
     return spec, model, checkpoint
 
 
-def average_checkpoints(paths: list[Path], output: Path) -> None:
-    """Mean of the weights of several checkpoints of one model (Vaswani et al., 2017, 6.1)."""
+def average_checkpoints(paths: list[Path], output: Path, half: bool = False) -> None:
+    """Mean of the weights of several checkpoints of one model (Vaswani et al., 2017, 6.1).
+    half: stored as fp16, half the bytes (what ships in checkpoints/); loading casts back to fp32,
+    and export builds its graphs from the rounded weights, so they are what the graphs hold."""
     if not paths:
         raise ValueError("no checkpoints to average")
     first = torch.load(paths[0], map_location="cpu", weights_only=True)
@@ -43,4 +45,7 @@ def average_checkpoints(paths: list[Path], output: Path) -> None:
     # Loaded into the model, tied matrices share one tensor again, so they are saved once.
     model = build_model(ModelSpec.from_dict(first["spec"]))
     model.load_state_dict(averaged)
-    torch.save({"spec": first["spec"], "model": model.state_dict(), "averaged_from": [str(p) for p in paths]}, output)
+    weights, halves = model.state_dict(), {}
+    if half:  # one fp16 tensor per shared fp32 one, so tied matrices stay stored once
+        weights = {name: halves.setdefault(value.data_ptr(), value.half()) if value.is_floating_point() else value for name, value in weights.items()}
+    torch.save({"spec": first["spec"], "model": weights, "averaged_from": [Path(p).name for p in paths]}, output)

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     average = commands.add_parser("average", help="average the weights of several checkpoints of one run")
     average.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files, e.g. runs/x/epoch*.pt")
     average.add_argument("--output", required=True, type=Path, help="where to write the averaged checkpoint (beside its tokenizer)")
+    average.add_argument("--half", action="store_true", help="store the weights as fp16 (half the bytes; loading casts them back to fp32)")
     return parser
 
 
@@ -132,6 +133,6 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_max": round(float(ratios.max()), 3), "bound": f"{args.a} x source + {args.b}", "pairs_over_the_bound": int((target_lengths > limits).sum()),
         }))  # fmt: skip
     elif args.command == "average":
-        average_checkpoints(args.checkpoints, args.output)
+        average_checkpoints(args.checkpoints, args.output, args.half)
         print(f"averaged {len(args.checkpoints)} checkpoints into {args.output}")
     return 0

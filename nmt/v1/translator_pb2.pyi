@@ -123,7 +123,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "versions", "source_language", "target_language", "architecture", "variant", "available_variants", "is_default", "max_input_tokens", "max_length_a", "max_length_b", "has_attention", "attention_layer", "default_beam_size", "default_length_penalty")
+    __slots__ = ("name", "versions", "source_language", "target_language", "architecture", "variant", "available_variants", "is_default", "max_input_tokens", "max_length_a", "max_length_b", "has_attention", "attention_layer", "default_beam_size", "default_length_penalty", "batch_invariant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class ModelInfo(_message.Message):
     ATTENTION_LAYER_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_BEAM_SIZE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_LENGTH_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_INVARIANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedScalarFieldContainer[str]
     source_language: str
@@ -154,7 +155,8 @@ class ModelInfo(_message.Message):
     attention_layer: int
     default_beam_size: int
     default_length_penalty: float
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., architecture: _Optional[str] = ..., variant: _Optional[str] = ..., available_variants: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., max_input_tokens: _Optional[int] = ..., max_length_a: _Optional[float] = ..., max_length_b: _Optional[int] = ..., has_attention: _Optional[bool] = ..., attention_layer: _Optional[int] = ..., default_beam_size: _Optional[int] = ..., default_length_penalty: _Optional[float] = ...) -> None: ...
+    batch_invariant: bool
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., source_language: _Optional[str] = ..., target_language: _Optional[str] = ..., architecture: _Optional[str] = ..., variant: _Optional[str] = ..., available_variants: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., max_input_tokens: _Optional[int] = ..., max_length_a: _Optional[float] = ..., max_length_b: _Optional[int] = ..., has_attention: _Optional[bool] = ..., attention_layer: _Optional[int] = ..., default_beam_size: _Optional[int] = ..., default_length_penalty: _Optional[float] = ..., batch_invariant: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)

@@ -20,6 +20,7 @@ from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import CUDA, RuntimeConfig, cuda_device_present
 from decoding.search import GreedySearch, RunningBatch
 from decoding.translator import Translator
+from export.decoding_choice import DecodingTrial, best_trial
 from export.exporter import ExportConfig, export_model
 from nmt_spec import Tokenizer
 from nmt_spec.manifest import Manifest, ManifestError
@@ -120,15 +121,25 @@ def test_beam_search_on_onnx_returns_sorted_n_best_and_matches_pytorch(exported:
     assert [h[0].text for h in nbest] == expected
 
 
-def test_int8_variant_is_smaller_and_still_translates(exported: dict) -> None:
-    _, version = exported["transformer"]
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_int8_variant_is_smaller_and_answers_each_sentence_as_alone_in_any_batch(exported: dict, architecture: str) -> None:
+    _, version = exported[architecture]
     manifest = Manifest.load(version)
     int8 = manifest.variants["int8"]
+    assert int8.batch_invariant and manifest.variants["fp32"].batch_invariant
     assert (version / int8.decoder.file).stat().st_size < (version / manifest.variants["fp32"].decoder.file).stat().st_size
-    assert "MatMulInteger" in op_types(version / int8.decoder.file) or "DynamicQuantizeMatMul" in op_types(version / int8.decoder.file)
-    translations = Translator.from_repository(version, "int8", RuntimeConfig(device="cpu", intra_op_threads=1)).translate(SOURCES)
-    assert len(translations) == len(SOURCES) and all(translations)
+    assert "MatMulInteger" in op_types(version / int8.decoder.file) and "DynamicQuantizeLinear" not in op_types(version / int8.decoder.file)
     assert "bleu" in int8.evaluation
+    translator = Translator.from_repository(version, "int8", RuntimeConfig(device="cpu", intra_op_threads=1))
+    for beam_size in (1, 3):
+        options = translator.default_options(beam_size=beam_size, num_hypotheses=beam_size)
+        sources = translator.encode(SOURCES)
+        alone = [translator.translate_ids([source], options)[0] for source in sources]
+        order = np.random.default_rng(beam_size).permutation(len(sources))
+        batched = translator.translate_ids([sources[i] for i in order], options)
+        for index, nbest in zip(order, batched):
+            assert [h.tokens for h in nbest] == [h.tokens for h in alone[index]], SOURCES[index]
+            np.testing.assert_allclose([h.score for h in nbest], [h.score for h in alone[index]], atol=1e-4)
 
 
 def test_manifest_describes_the_model_and_every_file(exported: dict) -> None:
@@ -333,3 +344,22 @@ def test_every_cpu_variant_gives_each_hypothesis_its_attention_when_asked(export
                 weights = hypothesis.attention[:, : len(source)]
                 assert weights.shape == (len(hypothesis.tokens), len(source))
                 np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_the_manifest_carries_the_decoding_that_scored_best_on_validation(exported: dict, architecture: str) -> None:
+    _, version = exported[architecture]
+    manifest = Manifest.load(version)
+    choice = json.loads((version / "parity_report.json").read_text())["decoding_choice"]
+    assert choice["split"] == "val"
+    tried = {(t["beam_size"], t["length_penalty"]) for t in choice["trials"]}
+    assert tried == {(1, 1.0)} | {(beam, penalty) for beam in (4, 5) for penalty in (0.6, 1.0, 1.4)}
+    best = max(t["bleu"] for t in choice["trials"])
+    chosen = next(t for t in choice["trials"] if (t["beam_size"], t["length_penalty"]) == (manifest.decoding.beam_size, manifest.decoding.length_penalty))
+    assert chosen["bleu"] == best
+
+
+def test_ties_in_bleu_go_to_the_smaller_beam_and_the_penalty_nearest_one() -> None:
+    trials = [DecodingTrial(5, 1.4, 30.0), DecodingTrial(4, 0.6, 30.0), DecodingTrial(4, 1.0, 30.0), DecodingTrial(1, 1.0, 29.9)]
+    assert best_trial(trials) == DecodingTrial(4, 1.0, 30.0)
+    assert best_trial([*trials, DecodingTrial(5, 0.6, 30.1)]) == DecodingTrial(5, 0.6, 30.1)

@@ -15,9 +15,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.engines import free_port
+from nmt_spec.manifest import latest_version
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"
+
+
+def shipped(name: str) -> Path:
+    """The version directory of a shipped model that the server serves (its latest)."""
+    return latest_version(MODELS / name)
+
+
+SHIPPED_VERSION = shipped("transformer-en-de").name
 SERVICE = "nmt.v1.Translator"
 
 

@@ -17,7 +17,7 @@ from nmt.v1 import translator_pb2_grpc
 from nmt_spec import Tokenizer
 from server.client import TranslatorClient
 from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy
-from tests.server.running_server import MODELS, ROOT, RunningServer
+from tests.server.running_server import MODELS, ROOT, RunningServer, shipped
 from training.checkpoint import load_model
 from training.search import TorchIncrementalDecoder
 
@@ -65,7 +65,7 @@ def test_the_attention_of_each_hypothesis_equals_pytorchs_for_its_tokens(server:
     client = TranslatorClient(server.target)
     (info,) = [m for m in client.list_models().models if m.name == model]
     assert info.has_attention and info.attention_layer >= 1
-    tokenizer = Tokenizer(MODELS / model / "1" / "tokenizer.model")
+    tokenizer = Tokenizer(shipped(model) / "tokenizer.model")
     texts = TEST_SENTENCES[500:506]
     options = attention(beam_size=beam_size, num_hypotheses=min(beam_size, 3))
     for text, translation in zip(texts, client.translate(texts, model=model, options=options).translations):

@@ -19,11 +19,11 @@ from nmt_spec import Tokenizer
 from nmt_spec.text import normalize_text
 from server.client import TranslatorClient
 from server.config import ServerConfig
-from tests.server.running_server import MODELS, RunningServer
+from tests.server.running_server import MODELS, RunningServer, shipped
 
 EXAMPLES = int(os.environ.get("NMT_FUZZ_EXAMPLES", "150"))
 CONFIG = ServerConfig()
-TOKENIZER = Tokenizer(MODELS / "transformer-en-de" / "1" / "tokenizer.model")
+TOKENIZER = Tokenizer(shipped("transformer-en-de") / "tokenizer.model")
 MAX_TOKENS = 128
 
 # Everything but lone surrogates, which are not UTF-8 and which protobuf refuses to send.

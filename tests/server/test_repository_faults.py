@@ -15,7 +15,7 @@ import pytest
 
 from nmt_spec.manifest import sha256_of
 from server.client import TranslatorClient
-from tests.server.running_server import MODELS, ROOT, start_server
+from tests.server.running_server import MODELS, ROOT, shipped, start_server
 
 Fault = Callable[[Path], None]
 
@@ -25,7 +25,7 @@ def linked_repository(root: Path, names: tuple[str, ...] = ("transformer-en-de",
     for name in names:
         version = root / name / "1"
         version.mkdir(parents=True)
-        for source in (MODELS / name / "1").iterdir():
+        for source in shipped(name).iterdir():
             (version / source.name).symlink_to(source)
     return root
 
@@ -120,3 +120,24 @@ def test_a_runtime_failure_fails_its_batch_with_internal_and_the_server_keeps_se
         assert running.scrape()['nmt_decode_failures_total{model="transformer-en-de"}'] == 1
     finally:
         assert running.stop() == 0
+
+
+def batch_dependent_int8(version: Path) -> None:
+    edit_manifest(version, lambda m: m["variants"]["int8"].update(batch_invariant=False))
+
+
+def test_a_batch_dependent_variant_is_served_only_when_the_operator_asks(tmp_path: Path) -> None:
+    """An int8 whose activation scales are per batch (older exports): --variant int8 refuses
+    it, auto passes over it to fp32, and --allow-batch-dependent-variants 1 serves it, saying so."""
+    repository = linked_repository(tmp_path / "models", ("rnn-en-de",))
+    batch_dependent_int8(repository / "rnn-en-de" / "1")
+    flags = ["--model-repository", str(repository), "--default-model", "rnn-en-de"]
+    refused = subprocess.run([sys.executable, "-m", "server", *flags, "--variant", "int8", "--port", "0", "--metrics-port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "int8 variant is not batch-invariant" in refused.stderr and "--allow-batch-dependent-variants 1" in refused.stderr
+    for extra, variant, invariant in (([], "fp32", True), (["--variant", "int8", "--allow-batch-dependent-variants", "1"], "int8", False)):
+        running = start_server(tmp_path, *flags, *extra)
+        try:
+            (model,) = TranslatorClient(running.target).list_models().models
+            assert (model.variant, model.batch_invariant) == (variant, invariant)
+        finally:
+            assert running.stop() == 0

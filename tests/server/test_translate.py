@@ -12,7 +12,7 @@ from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from server.client import TranslatorClient
 from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy
-from tests.server.running_server import RunningServer, start_server
+from tests.server.running_server import SHIPPED_VERSION, RunningServer, start_server
 
 
 @pytest.mark.parametrize("model", DEFAULT_MODELS)
@@ -20,7 +20,7 @@ def test_server_translations_equal_the_decoding_module(server: RunningServer, di
     texts = TEST_SENTENCES[:24]
     client = TranslatorClient(server.target)
     response = client.translate(texts, model=model)
-    assert response.model == model and response.model_version == "1"
+    assert response.model == model and response.model_version == SHIPPED_VERSION
     assert [t.text for t in response.translations] == greedy(direct[model], texts)
     sources = direct[model].encode(texts)
     assert [t.input_tokens for t in response.translations] == [len(s) for s in sources]

@@ -76,10 +76,14 @@ def test_unknown_config_options_are_named_in_the_error() -> None:
         load_config(None, ["architecture=lstm"])
 
 
-def test_config_files_in_the_repository_load() -> None:
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
-        config = load_config(path)
-        assert config.model.vocab_size == config.tokenizer.vocab_size
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_config_files_in_the_repository_load_and_train_a_few_steps(tiny_corpus: Path, tmp_path: Path, path: Path) -> None:
+    """Each recipe's model and optimizer, at full size, on the tiny corpus (whose vocabulary is smaller)."""
+    config = load_config(path)
+    assert config.model.vocab_size == config.tokenizer.vocab_size
+    tiny = ["tokenizer.vocab_size=80", f"data.directory={tiny_corpus}", "data.limit_train_pairs=null", "data.limit_valid_pairs=null", "max_steps=3", "validate_bleu=false", "progress=false", "threads=1"]
+    state = train(load_config(path, tiny), tmp_path / "run")
+    assert state.step == 3 and (tmp_path / "run" / "last.pt").exists()
 
 
 def test_averaging_checkpoints_gives_the_mean_of_their_weights(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -92,6 +96,12 @@ def test_averaging_checkpoints_gives_the_mean_of_their_weights(tiny_corpus: Path
     # tied embeddings stay one tensor, so the file is no larger than an epoch checkpoint
     assert (run / "average.pt").stat().st_size <= (run / "epoch1.pt").stat().st_size * 1.01
     assert translate_run(run, "average.pt", ["A man is riding a bike."])  # loads and decodes
+    average_checkpoints([run / "epoch1.pt", run / "epoch2.pt"], run / "half.pt", half=True)
+    half = torch.load(run / "half.pt", weights_only=True)["model"]
+    for name in first:
+        torch.testing.assert_close(half[name].float(), mean[name], atol=2e-3, rtol=2e-3)
+    assert (run / "half.pt").stat().st_size < 0.6 * (run / "average.pt").stat().st_size
+    assert translate_run(run, "half.pt", ["A man is riding a bike."])
 
 
 def test_torchrun_trains_with_two_processes(tiny_corpus: Path, tmp_path: Path) -> None:
