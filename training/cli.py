@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files, e.g. runs/x/epoch*.pt")
     average.add_argument("--output", required=True, type=Path, help="where to write the averaged checkpoint (beside its tokenizer)")
     average.add_argument("--half", action="store_true", help="store the weights as fp16 (half the bytes; loading casts them back to fp32)")
+
+    runs = commands.add_parser("runs-report", help="a markdown table of training runs (shape, recipe, parameters, updates, tokens, best validation BLEU) and their validation curves as a PNG")
+    runs.add_argument("runs", nargs="+", type=Path, help="run directories (as written by train)")
+    runs.add_argument("--plot", type=Path, help="PNG of validation BLEU against updates, one line per run")
     return parser
 
 
@@ -132,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_p99": round(float(np.percentile(ratios, 99)), 3), "ratio_p99.9": round(float(np.percentile(ratios, 99.9)), 3),
             "ratio_max": round(float(ratios.max()), 3), "bound": f"{args.a} x source + {args.b}", "pairs_over_the_bound": int((target_lengths > limits).sum()),
         }))  # fmt: skip
+    elif args.command == "runs-report":
+        from training.runs_report import report
+
+        print(report(args.runs, args.plot))
     elif args.command == "average":
         average_checkpoints(args.checkpoints, args.output, args.half)
         print(f"averaged {len(args.checkpoints)} checkpoints into {args.output}")

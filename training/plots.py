@@ -31,3 +31,20 @@ def plot_training_curves(history: list[dict[str, Any]], path: Path, title: str) 
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def plot_validation_bleu(runs: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
+    """Validation BLEU against optimizer updates, one line per run (a sweep side by side)."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for name, history in runs.items():
+        points = [(e["step"], e["valid_bleu"]) for e in history if e.get("valid_bleu") is not None]
+        if points:
+            axes.plot(*zip(*points), marker=".", label=name)
+    axes.set_xlabel("optimizer updates")
+    axes.set_ylabel("validation BLEU (greedy, sacreBLEU)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

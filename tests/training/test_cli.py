@@ -16,7 +16,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command_and_option() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("train", "evaluate", "translate", "average"):
+    for command in ("train", "evaluate", "translate", "average", "runs-report"):
         assert command in result.stdout
     train_help = run_cli("train", "--help").stdout
     for option in ("--config", "--out", "--resume", "--set"):
@@ -24,7 +24,7 @@ def test_help_lists_every_command_and_option() -> None:
 
 
 def test_train_then_evaluate_and_translate_from_the_command_line(tiny_corpus: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
+    run = tmp_path / "tiny-run"
     trained = run_cli(
         "train", "--config", "configs/tiny.yaml", "--out", str(run),
         "--set", f"data.directory={tiny_corpus}", "--set", "tokenizer.vocab_size=80",
@@ -40,6 +40,11 @@ def test_train_then_evaluate_and_translate_from_the_command_line(tiny_corpus: Pa
     )
     assert translated.returncode == 0, translated.stderr[-2000:]
     assert len(translated.stdout.splitlines()) == 2
+    reported = run_cli("runs-report", str(run), "--plot", str(tmp_path / "runs.png"))
+    assert reported.returncode == 0, reported.stderr[-2000:]
+    (row,) = [line for line in reported.stdout.splitlines() if line.startswith(f"| {run.name} |")]
+    assert "| transformer |" in row and "| 1 |" in row  # one epoch
+    assert (tmp_path / "runs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_bad_config_option_fails_with_its_name() -> None:
