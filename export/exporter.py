@@ -19,6 +19,7 @@ from export.graph_builder import OPSET
 from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
 from export.parity import measure_parity
 from export.decoding_choice import best_trial, decoding_trials, trials_report
+from export.shared_weights import SHARED_WEIGHTS_FILE, store_shared_weights_once
 from export.variants import VARIANTS, VariantRecipe, write_variant
 from nmt_spec.model_spec import TOKENIZER_FILE
 from nmt_spec import ModelSpec, Tokenizer, TransformerConfig
@@ -182,6 +183,9 @@ def stage_graphs(spec: ModelSpec, weights: dict, staging: Path, variants: tuple[
         if recipe.file_suffix:
             for pattern in (ENCODER_FILE, DECODER_FILE):
                 write_variant(recipe, staging / pattern.format(suffix=""), staging / pattern.format(suffix=recipe.file_suffix))
+    shared = store_shared_weights_once([staging / pattern.format(suffix="") for pattern in (ENCODER_FILE, DECODER_FILE)])
+    if shared:
+        progress(f"      stored once for both fp32 graphs, in {SHARED_WEIGHTS_FILE}: {', '.join(shared)}")
 
 
 def publish(staging: Path, target: Path) -> None:

@@ -70,7 +70,11 @@ def build_encoder(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     ids = g.input(ENCODER_INPUT_IDS, INT64, ["batch_size", "encoder_sequence_length"])
     mask = g.op("Cast", [g.op("Not", [g.op("Equal", [ids, g.constant("pad_id", np.array(spec.special_ids.pad, np.int64))])])], to=INT32)
     lengths = g.op("ReduceSum", [mask, g.constant("axis_one", np.array([1], np.int64))], keepdims=0)
-    x = g.op("Transpose", [r.embed(ids, "src_embed")], perm=[1, 0, 2])  # (S, B, E)
+    if config.tie_embeddings:  # the decoder's (E, V) output matrix, so both graphs can share one copy
+        embedded = g.tied_embedding(ids, g.constant("output_proj.weight", weights["output_proj.weight"].T))
+    else:
+        embedded = r.embed(ids, "src_embed")
+    x = g.op("Transpose", [embedded], perm=[1, 0, 2])  # (S, B, E)
     directions = 2 if config.bidirectional else 1
     merge = g.constant("merge_directions", np.array([0, 0, -1], np.int64))
     for layer in range(config.encoder_layers):

@@ -138,7 +138,10 @@ def build_encoder(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     # optimizer rewrites that into a Slice with scalar starts and then fails to run it.)
     length = g.op("Shape", [ids], start=1, end=2)
     zero = g.constant("zero", np.array([0], np.int64))
-    token_vectors = g.op("Gather", [g.constant("src_embed.weight", t.w("src_embed.weight")), ids])
+    if config.tie_embeddings:  # the decoder's (D, V) output matrix, so both graphs can share one copy
+        token_vectors = g.tied_embedding(ids, g.constant("output_proj.weight", t.w("src_embed.weight").T))
+    else:
+        token_vectors = g.op("Gather", [g.constant("src_embed.weight", t.w("src_embed.weight")), ids])
     x = t.embed(token_vectors, g.op("Slice", [t.position_table(), zero, length, zero]))
     for i in range(config.n_encoder_layers):
         prefix = f"encoder_layers.{i}"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import pytest
 import torch
 
@@ -22,6 +23,7 @@ from decoding.search import GreedySearch, RunningBatch
 from decoding.translator import Translator
 from export.decoding_choice import DecodingTrial, best_trial
 from export.exporter import ExportConfig, export_model
+from export.shared_weights import SHARED_WEIGHTS_FILE
 from nmt_spec import Tokenizer
 from nmt_spec.manifest import Manifest, ManifestError
 from tests.tiny_runs import PARALLEL_PAIRS, tiny_config, write_tiny_corpus
@@ -363,3 +365,18 @@ def test_ties_in_bleu_go_to_the_smaller_beam_and_the_penalty_nearest_one() -> No
     trials = [DecodingTrial(5, 1.4, 30.0), DecodingTrial(4, 0.6, 30.0), DecodingTrial(4, 1.0, 30.0), DecodingTrial(1, 1.0, 29.9)]
     assert best_trial(trials) == DecodingTrial(4, 1.0, 30.0)
     assert best_trial([*trials, DecodingTrial(5, 0.6, 30.1)]) == DecodingTrial(5, 0.6, 30.1)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_both_fp32_graphs_read_the_tied_embedding_from_one_file(exported: dict, architecture: str) -> None:
+    _, version = exported[architecture]
+    manifest = Manifest.load(version)
+    assert SHARED_WEIGHTS_FILE in manifest.files
+    fp32 = manifest.variants["fp32"]
+    for graph in (fp32.encoder, fp32.decoder):
+        model = onnx.load(version / graph.file, load_external_data=False)
+        external = {t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+        assert "output_proj.weight" in external, graph.file
+    table = numpy_helper.to_array(next(t for t in onnx.load(version / fp32.decoder.file).graph.initializer if t.name == "output_proj.weight"))
+    spec, model, _ = load_model(exported[architecture][0])
+    np.testing.assert_array_equal(table, model.output_proj.weight.detach().numpy().T)
