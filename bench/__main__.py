@@ -68,13 +68,16 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
         for layout in args.layouts if variant == "fp32" else args.layouts[:1]:
             progress(f"{label}: ONNX Runtime in-process, {variant}" + (f", {ARRIVAL_ORDER}" if arrival_order else "") + f", {layout} workers x threads")
             report.add(onnx_greedy(version, variant, texts, layout.threads, name, args.max_batch_size, arrival_order=arrival_order, workers=layout.workers))
+    for variant in ("fp32", "int8"):
+        progress(f"{label}: ONNX Runtime in-process, {variant}, the model's default decoding, {args.layouts[0]} workers x threads")
+        report.add(onnx_greedy(version, variant, texts, args.layouts[0].threads, name, args.max_batch_size, workers=args.layouts[0].workers, model_default=True))
     for layout in args.layouts:
         # A second worker only has work once the clients keep two batches busy: below 16
         # clients it would idle, so those levels are measured with one worker only.
         levels = args.concurrency if layout.workers == 1 or args.smoke else [c for c in args.concurrency if c >= 16]
         for policy in args.policies:
             log = scratch / f"server-{name}-{policy}-{layout}.log"
-            with ServerProcess(name, policy, layout, free_port(), log, ["--max-batch-size", str(args.max_batch_size)]) as server:
+            with ServerProcess(name, policy, layout, free_port(), log, ["--max-batch-size", str(args.max_batch_size), "--variant", "fp32"]) as server:
                 for concurrency in levels:
                     progress(f"{label}: server, {policy} batching, {layout} workers x threads, {concurrency} clients")
                     report.add(server_load(server, texts, concurrency, name, policy))

@@ -5,6 +5,7 @@ our gRPC server end to end under a load generator."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -88,6 +89,7 @@ def pytorch_greedy(
 
 
 ARRIVAL_ORDER = "in arrival order"
+MODEL_DEFAULT = "model's default decoding"
 
 
 def chunks(items: list, size: int) -> list[list]:
@@ -120,15 +122,19 @@ def ctranslate2_greedy(
     return Measurement("ctranslate2", model_name, compute_type + (f", {ARRIVAL_ORDER}" if arrival_order else ""), 0, seconds, translations, layout=str(layout))
 
 
-def in_process_translator(version_directory: Path, variant: str, threads: int, max_batch_size: int, profile_prefix: str = "", device: str = "cpu") -> Translator:
+def in_process_translator(
+    version_directory: Path, variant: str, threads: int, max_batch_size: int, profile_prefix: str = "", device: str = "cpu", model_default: bool = False
+) -> Translator:
     """Our decoding module in batches of max_batch_size sentences (as CTranslate2's: not bounded
-    by tokens as well)."""
+    by tokens as well), greedy unless model_default (the manifest's beam and length penalty)."""
     from decoding.runtime import RuntimeConfig
     from decoding.translator import Translator
 
     runtime = RuntimeConfig(device=device, intra_op_threads=threads, profile_prefix=profile_prefix)
     translator = Translator.from_repository(version_directory, variant, runtime)
     translator.max_batch_size, translator.max_batch_tokens = max_batch_size, max_batch_size * translator.spec.max_source_length
+    if not model_default:
+        translator.decoding = dataclasses.replace(translator.decoding, beam_size=1)
     return translator
 
 
@@ -143,11 +149,12 @@ def onnx_greedy(
     where: str | None = None,
     arrival_order: bool = False,
     workers: int = 1,
+    model_default: bool = False,
 ) -> Measurement:
     """Batches of max_batch_size texts, sorted by length (as translate_batch sorts them) or in
     arrival order; `workers` threads each decode one batch at a time (one session, `threads`
-    threads per operation)."""
-    translator = in_process_translator(version_directory, variant, threads, max_batch_size, device=device)
+    threads per operation). Greedy, or with model_default the manifest's decoding."""
+    translator = in_process_translator(version_directory, variant, threads, max_batch_size, device=device, model_default=model_default)
     translator.translate(texts[: 2 * max_batch_size])  # warm-up: on a GPU, the first run of each shape costs more
     if arrival_order:
         order = list(range(len(texts)))
@@ -174,6 +181,8 @@ def onnx_greedy(
     for thread in running:
         thread.join()
     setting = variant + (f", {ARRIVAL_ORDER}" if arrival_order else "")
+    if model_default:
+        setting += f", {MODEL_DEFAULT} (beam {translator.decoding.beam_size}, length penalty {translator.decoding.length_penalty:g})"
     return Measurement("onnx", model_name, setting, 0, time.perf_counter() - began, translations, layout=where or str(Layout(workers, threads)))
 
 
@@ -184,12 +193,13 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """python -m server on loopback ports, for one model and policy."""
+    """python -m server on loopback ports, for one model and policy; greedy unless `extra` sets
+    --default-beam-size (the engines it is compared with decode greedily)."""
 
     def __init__(self, model: str, policy: str, layout: Layout, port: int, log: Path, extra: list[str]) -> None:
         command = [
             sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
-            "--models", model, "--default-model", model, "--batching", policy,
+            "--models", model, "--default-model", model, "--batching", policy, "--default-beam-size", "1",
             "--decode-workers", str(layout.workers), "--intra-op-threads", str(layout.threads), *extra,
         ]  # fmt: skip
         self.layout = layout

@@ -162,6 +162,8 @@ class Report:
                         self.best(model, "onnx", f"fp32{setting}", layout),
                         self.best(model, "ctranslate2", f"float32{setting}", layout),
                     )
+                ratio(model, f"ONNX in-process int8 / CTranslate2 int8, both {layout} (per-row int8 against per-row int8)", self.best(model, "onnx", "int8", layout), self.best(model, "ctranslate2", "int8", layout))
+                ratio(model, f"ONNX in-process int8 / fp32, both {layout}", self.best(model, "onnx", "int8", layout), self.best(model, "onnx", "fp32", layout))
                 for engine, setting in (("onnx", "fp32"), ("ctranslate2", "float32")):
                     ratio(model, f"{engine} {setting} {layout}: batches {ARRIVAL_ORDER} / sorted by length", self.best(model, engine, f"{setting}, {ARRIVAL_ORDER}", layout), self.best(model, engine, setting, layout))
                 same = self.best(model, "server", layout=layout)
