@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.engines import MODEL_DEFAULT
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,8 +33,20 @@ def test_benchmark_smoke_run_writes_its_table_and_plots() -> None:
     ctranslate2_row = next(line for line in report.splitlines() if line.startswith("| ctranslate2 | transformer-en-de | float32"))
     assert ctranslate2_row.rstrip().endswith("| 100.0% |")
     for line in report.splitlines():
-        if line.startswith(("| server |", "| pytorch |")) or "| onnx | transformer-en-de | fp32" in line:
+        if (line.startswith(("| server |", "| pytorch |")) or "| onnx | transformer-en-de | fp32" in line) and MODEL_DEFAULT not in line:
             assert line.rstrip().endswith("| 100.0% |"), line
+    # throughput at the model's default decoding too, and int8 against CTranslate2's int8
+    for variant in ("fp32", "int8"):
+        assert f"| onnx | transformer-en-de | {variant}, {MODEL_DEFAULT} (beam " in report
+    assert re.search(r"\| transformer-en-de \| ONNX in-process int8 / CTranslate2 int8, both 1x2 .*\| \d+\.\d+x \|", report)
+
+
+def test_the_invariance_check_counts_changed_translations_per_variant() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.invariance", "--sentences", "3", "--trials", "1", "--models", "rnn-en-de"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^\| rnn-en-de \| \d+ \| (fp32|int8) \| (True|False) \| (\d+) of 3 \|$", result.stdout, re.MULTILINE)
+    assert [row[0] for row in rows] == ["fp32", "int8"]
+    assert all(int(changed) == 0 for variant, invariant, changed in rows if invariant == "True")
 
 
 def test_profile_reports_operators_and_the_server_threads() -> None:
