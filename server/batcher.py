@@ -260,8 +260,9 @@ class Batcher:
 
     def _pick_in_order(self, lane: Lane) -> list[WorkItem]:
         """In-flight: the oldest items that fit beside the lane's running batch. An item larger
-        than a whole batch still runs, alone."""
-        rows = sum(item.rows for item in lane.running)
+        than a whole batch still runs, alone. Room is counted in the batch's live rows, as
+        `_take` counts it: a greedy request's finished sentences have left their rows."""
+        rows = lane.batch.size
         longest = max((item.longest_source for item in lane.running), default=0)
         taken: list[WorkItem] = []
         for item in self.queue:
