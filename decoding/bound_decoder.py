@@ -17,6 +17,8 @@ from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
     ENCODER_INPUT_IDS,
     LOG_PROBS,
+    TOP_IDS,
+    TOP_LOG_PROBS,
 )
 
 if TYPE_CHECKING:
@@ -79,21 +81,25 @@ class BoundIncrementalDecoder:
         self.rows = RowPositions(source_ids.shape[0])
         self.output_attentions = False
         self.attention: np.ndarray | None = None
+        self.selects_tokens = model.selects_tokens
+        self.top_k = 0
+        self.top: tuple[np.ndarray, np.ndarray] | None = None
 
     def to_device(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, self.device_id)
 
-    def step(self, tokens: np.ndarray) -> np.ndarray:
+    def step(self, tokens: np.ndarray) -> np.ndarray | None:
         decoder = self.model.decoder
         binding = decoder.io_binding()
         binding.bind_cpu_input(DECODER_INPUT_IDS, np.ascontiguousarray(tokens.reshape(-1, 1), dtype=np.int64))
         mask = self.rows.next_mask()
-        for name, value in self.model.step_feeds(self.rows, mask, self.output_attentions).items():
+        for name, value in self.model.step_feeds(self.rows, mask, self.output_attentions, self.top_k).items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name, value in (self.constants | self.state).items():
             binding.bind_ortvalue_input(name, value)
+        to_host = set(self.model.step_fetches(self.output_attentions, self.top_k)) - {present_name(name) for name in self.state}
         for name in self.model.decoder_outputs:
-            if name in (LOG_PROBS, self.model.attention_output):
+            if name in to_host:
                 binding.bind_output(name)  # to the host: the search reads it
             else:
                 binding.bind_output(name, self.device, self.device_id)
@@ -109,11 +115,15 @@ class BoundIncrementalDecoder:
                 name: self.to_device(self.model.drop_leading_slots(name, value.numpy(), unused)) if self.model.pads_at_start(name) else value
                 for name, value in self.state.items()
             }
+        if self.top_k:
+            self.top = outputs[TOP_IDS].numpy(), outputs[TOP_LOG_PROBS].numpy()
+            return None
         return outputs[LOG_PROBS].numpy()
 
     def select(self, rows: np.ndarray) -> None:
         on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(rows, dtype=np.int64), self.device, self.device_id)
-        self.constants = {name: self.selector.select(value, on_device) for name, value in self.constants.items()}
+        if not self.rows.sentences_after(rows):  # beams reordered within their sentences keep them
+            self.constants = {name: self.selector.select(value, on_device) for name, value in self.constants.items()}
         self.state = {name: self.selector.select(value, on_device) for name, value in self.state.items()}
         self.rows.select(rows)
 

@@ -105,12 +105,19 @@ MASK_PADDING = Padding(axis=1, at_start=True)
 
 
 class RowPositions:
-    """Per row: the target position it decodes next, and which self-attention cache slots are
-    its own (a row that joined late has empty slots first)."""
+    """Per row: the target position it decodes next, which self-attention cache slots are its
+    own (a row that joined late has empty slots first), and which encoded sentence it decodes
+    (the rows of one sentence's beams share its encoder outputs)."""
 
     def __init__(self, rows: int) -> None:
         self.positions = np.zeros(rows, dtype=np.int64)
         self.mask = np.zeros((rows, 0), dtype=np.int32)
+        self.sentences = np.arange(rows)  # distinct encoder output rows have distinct numbers
+
+    def sentences_after(self, rows: np.ndarray) -> bool:
+        """Whether selecting these rows would leave every row decoding the sentence it decodes
+        now (beams reordered within their sentences): then its encoder outputs need no copy."""
+        return len(rows) == len(self.sentences) and bool(np.array_equal(self.sentences[rows], self.sentences))
 
     def next_mask(self) -> np.ndarray:
         return np.concatenate([self.mask, np.ones((len(self.positions), 1), dtype=np.int32)], axis=1)
@@ -120,15 +127,20 @@ class RowPositions:
         self.positions = self.positions + 1
 
     def select(self, rows: np.ndarray) -> None:
-        self.positions, self.mask = self.positions[rows], self.mask[rows]
+        self.positions, self.mask, self.sentences = self.positions[rows], self.mask[rows], self.sentences[rows]
 
     def extend(self, other: RowPositions) -> None:
         self.positions = np.concatenate([self.positions, other.positions])
         self.mask = concat_rows(self.mask, other.mask, MASK_PADDING)
+        self.sentences = np.concatenate([self.sentences, other.sentences + self._next_sentence()])
 
     def place(self, rows: np.ndarray, other: RowPositions) -> None:
         self.positions[rows] = other.positions
         self.mask = place_rows(self.mask, rows, other.mask, MASK_PADDING)
+        self.sentences[rows] = other.sentences + self._next_sentence()
+
+    def _next_sentence(self) -> int:
+        return int(self.sentences.max()) + 1 if len(self.sentences) else 0
 
     def unused_leading_slots(self) -> int:
         """Cache slots at the start that no remaining row attends to (their rows have left)."""

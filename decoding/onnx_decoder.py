@@ -32,6 +32,9 @@ from nmt_spec.graph_names import (
     LOG_PROBS,
     OUTPUT_ATTENTIONS,
     POSITION_IDS,
+    TOP_IDS,
+    TOP_K,
+    TOP_LOG_PROBS,
 )
 
 # What one more encoder call costs, in padded source tokens of work.
@@ -72,10 +75,12 @@ class OnnxSeq2Seq:
         self.takes_positions = POSITION_IDS in decoder_inputs
         self.takes_decoder_mask = DECODER_MASK in decoder_inputs
         self.takes_attention_switch = OUTPUT_ATTENTIONS in decoder_inputs
+        self.takes_top_k = TOP_K in decoder_inputs  # graphs exported before it have none
+        self.selects_tokens = self.takes_top_k  # steps may read only the best tokens (a switch, for comparisons)
         # The RNN's attention is part of its step; the Transformer's is computed when asked.
         self.attention_output = next((name for name in (CROSS_ATTENTIONS, ATTENTION_WEIGHTS) if name in self.decoder_outputs), None)
         for name, shape in decoder_inputs.items():
-            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS):
+            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS, TOP_K):
                 continue
             if name in encoder_outputs:
                 self.constant_inputs.append(name)
@@ -117,10 +122,12 @@ class OnnxSeq2Seq:
         }
         return constants, state
 
-    def step_feeds(self, rows: RowPositions, mask: np.ndarray, output_attentions: bool) -> dict[str, np.ndarray]:
+    def step_feeds(self, rows: RowPositions, mask: np.ndarray, output_attentions: bool, top_k: int) -> dict[str, np.ndarray]:
         """The inputs that place each row (its position, and this step's cache mask) and say
-        whether to compute the attention."""
+        whether to compute the attention and how many best tokens to select."""
         feeds = {}
+        if self.takes_top_k:
+            feeds[TOP_K] = np.array([max(top_k, 1)], dtype=np.int64)
         if self.takes_positions:
             feeds[POSITION_IDS] = rows.positions.reshape(-1, 1)
         if self.takes_decoder_mask:
@@ -128,6 +135,13 @@ class OnnxSeq2Seq:
         if self.takes_attention_switch:
             feeds[OUTPUT_ATTENTIONS] = np.array(output_attentions)
         return feeds
+
+    def step_fetches(self, output_attentions: bool, top_k: int) -> list[str]:
+        """The decoder outputs a step reads: the new state, then the distribution or the best
+        top_k tokens (only those leave the session), then the attention when asked."""
+        fetches = [present_name(name) for name in self.state_inputs]
+        fetches += [TOP_IDS, TOP_LOG_PROBS] if top_k else [LOG_PROBS]
+        return fetches + ([self.attention_output] if output_attentions else [])
 
     @property
     def has_attention(self) -> bool:
@@ -160,15 +174,22 @@ class OnnxIncrementalDecoder:
         self.rows = RowPositions(source_ids.shape[0])
         self.output_attentions = False  # set before a step that should also give `attention`
         self.attention: np.ndarray | None = None  # (rows, S) of the last step, when asked
+        self.selects_tokens = model.selects_tokens
+        self.top_k = 0  # set before a step that needs only each row's best top_k tokens
+        self.top: tuple[np.ndarray, np.ndarray] | None = None  # their ids and log-probabilities
 
-    def step(self, tokens: np.ndarray) -> np.ndarray:
+    def step(self, tokens: np.ndarray) -> np.ndarray | None:
         mask = self.rows.next_mask()
-        feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.model.step_feeds(self.rows, mask, self.output_attentions), **self.constants, **self.state}
-        outputs = dict(zip(self.model.decoder_outputs, self.model.decoder.run(None, feeds)))
+        feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.model.step_feeds(self.rows, mask, self.output_attentions, self.top_k), **self.constants, **self.state}
+        fetches = self.model.step_fetches(self.output_attentions, self.top_k)
+        outputs = dict(zip(fetches, self.model.decoder.run(fetches, feeds)))
         self.state = {name: outputs[present_name(name)] for name in self.state}
         self.attention = self.model.attention_of(outputs[self.model.attention_output]) if self.output_attentions else None
         self.rows.advance(mask)
         self._drop_unused_cache()
+        if self.top_k:
+            self.top = outputs[TOP_IDS], outputs[TOP_LOG_PROBS]
+            return None
         return outputs[LOG_PROBS]
 
     def _drop_unused_cache(self) -> None:
@@ -178,7 +199,8 @@ class OnnxIncrementalDecoder:
             self.state = {name: self.model.drop_leading_slots(name, value, unused) for name, value in self.state.items()}
 
     def select(self, rows: np.ndarray) -> None:
-        self.constants = {name: value[rows] for name, value in self.constants.items()}
+        if not self.rows.sentences_after(rows):  # beams reordered within their sentences keep them
+            self.constants = {name: value[rows] for name, value in self.constants.items()}
         self.state = {name: value[rows] for name, value in self.state.items()}
         self.rows.select(rows)
 

@@ -23,14 +23,16 @@ class IncrementalDecoder(Protocol):
     Rows are the sentences (or beams) still being decoded; each row knows its own position.
     ``select`` keeps, repeats or reorders rows, so the decoder's caches follow the search.
     With ``output_attentions`` set before a step, ``attention`` holds that step's attention
-    over the source (rows, S) after it."""
+    over the source (rows, S) after it. A decoder whose graph selects tokens
+    (``selects_tokens``) may be given ``top_k`` > 0 before a step: the step then returns None
+    and ``top`` holds each row's best top_k tokens and their log-probabilities."""
 
     output_attentions: bool
     attention: np.ndarray | None
 
-    def step(self, tokens: np.ndarray) -> np.ndarray:
+    def step(self, tokens: np.ndarray) -> np.ndarray | None:
         """tokens (rows,) int64, the previous token of each row -> log-probabilities of the
-        next token (rows, V) float32."""
+        next token (rows, V) float32 (None when top_k was set)."""
 
     def select(self, rows: np.ndarray) -> None:
         """Keep only these rows, in this order (indices may repeat)."""
@@ -79,18 +81,38 @@ def length_normalized(score: float, length: int, length_penalty: float) -> float
 
 @dataclass
 class StepOutput:
-    """One decoder step over some rows: the log-probabilities, and the argmax of each row with
-    its log-probability, computed once for the whole batch rather than per search."""
+    """One decoder step over some rows: the log-probabilities (unless the graph selected the
+    tokens), and each row's best tokens, best first, with their log-probabilities, computed
+    once for the whole batch rather than per search."""
 
-    log_probs: np.ndarray  # (rows, V)
-    best: np.ndarray  # (rows,) int64
-    best_log_probs: np.ndarray  # (rows,)
+    log_probs: np.ndarray | None  # (rows, V); None when only the best tokens left the graph
+    top_ids: np.ndarray  # (rows, K) int64
+    top_log_probs: np.ndarray  # (rows, K)
     attention: np.ndarray | None = None  # (rows, S), when a search asked for it
 
     @classmethod
     def of(cls, log_probs: np.ndarray, attention: np.ndarray | None = None) -> StepOutput:
-        best = log_probs.argmax(axis=-1)
-        return cls(log_probs, best, log_probs[np.arange(len(best)), best], attention)
+        best = log_probs.argmax(axis=-1)[:, None]
+        return cls(log_probs, best, np.take_along_axis(log_probs, best, axis=-1), attention)
+
+    @property
+    def best(self) -> np.ndarray:
+        return self.top_ids[:, 0]
+
+    @property
+    def best_log_probs(self) -> np.ndarray:
+        return self.top_log_probs[:, 0]
+
+    def candidates(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best tokens of each row, best first, and their log-probabilities (rows, k)."""
+        if self.top_ids.shape[1] >= k:
+            return self.top_ids[:, :k], self.top_log_probs[:, :k]
+        assert self.log_probs is not None, "fewer tokens selected than the search needs"
+        vocab = self.log_probs.shape[-1]
+        ids = np.argpartition(self.log_probs, vocab - k, axis=-1)[:, vocab - k :]
+        scores = np.take_along_axis(self.log_probs, ids, axis=-1)
+        order = np.lexsort((ids, -scores), axis=-1)  # best first; ties to the lower id, as TopK
+        return np.take_along_axis(ids, order, axis=-1), np.take_along_axis(scores, order, axis=-1)
 
     def take(self, rows: np.ndarray) -> StepOutput:
         if len(rows) and rows[-1] - rows[0] == len(rows) - 1:  # a contiguous block: views, no copies
@@ -98,7 +120,8 @@ class StepOutput:
         else:
             index = rows
         attention = self.attention[index] if self.attention is not None else None
-        return StepOutput(self.log_probs[index], self.best[index], self.best_log_probs[index], attention)
+        log_probs = self.log_probs[index] if self.log_probs is not None else None
+        return StepOutput(log_probs, self.top_ids[index], self.top_log_probs[index], attention)
 
 
 class Search(Protocol):
@@ -106,6 +129,10 @@ class Search(Protocol):
 
     sentences: int
     with_attention: bool  # its hypotheses carry their attention
+
+    @property
+    def top_k(self) -> int:
+        """The best tokens per row it reads from a step; 0: it needs the whole distribution."""
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         """(rows, tokens): which of its freshly encoded sentences each first row decodes, and
@@ -137,6 +164,10 @@ class GreedySearch:
         self.scores = np.zeros(sentences, dtype=np.float64)
         self.finished = np.zeros(sentences, dtype=bool)
         self.cancelled = np.zeros(sentences, dtype=bool)
+
+    @property
+    def top_k(self) -> int:
+        return 0 if self.rules.active else 1
 
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         return np.arange(self.sentences), np.full(self.sentences, self.special.bos, dtype=np.int64)
@@ -202,6 +233,12 @@ class BeamSearch:
         self.beam_attention: list[list[np.ndarray]] = [[] for _ in range(sentences * beam_size)]  # reordered with the beams
         self.finished: list[list[Hypothesis]] = [[] for _ in range(sentences)]
 
+    @property
+    def top_k(self) -> int:
+        # A sentence's 2 x beam best candidates over all its beams, which always hold beam_size
+        # that do not end whatever the eos count, are among the 2 x beam best of each beam.
+        return 0 if self.rules.active else 2 * self.beam_size
+
     def start(self) -> tuple[np.ndarray, np.ndarray]:
         rows = np.repeat(np.arange(self.sentences), self.beam_size)
         return rows, np.full(len(rows), self.special.bos, dtype=np.int64)
@@ -211,16 +248,14 @@ class BeamSearch:
         self.finished[sentence].append(Hypothesis(list(self.beam_tokens[row]), score, length_normalized(score, length, self.length_penalty), attention))
 
     def advance(self, step: StepOutput) -> tuple[np.ndarray, np.ndarray]:
-        log_probs = step.log_probs
         if self.rules.active:
-            log_probs = self.rules.apply(log_probs, self.beam_tokens, self.position, self.special.eos)
-        beam_size, vocab = self.beam_size, log_probs.shape[-1]
-        candidates = (self.beam_scores[:, :, None] + log_probs.reshape(len(self.open), beam_size, vocab)).reshape(len(self.open), -1)
-        # 2 x beam candidates always hold beam_size that do not end, whatever the eos count.
-        top = np.argpartition(-candidates, 2 * beam_size - 1, axis=-1)[:, : 2 * beam_size]
+            step = StepOutput.of(self.rules.apply(step.log_probs, self.beam_tokens, self.position, self.special.eos), step.attention)
+        beam_size, width = self.beam_size, 2 * self.beam_size
+        row_ids, row_scores = step.candidates(width)
+        candidates = (self.beam_scores[:, :, None] + row_scores.reshape(len(self.open), beam_size, width)).reshape(len(self.open), -1)
+        top = np.argsort(-candidates, axis=-1, kind="stable")[:, :width]
         top_scores = np.take_along_axis(candidates, top, axis=-1)
-        order = np.argsort(-top_scores, axis=-1, kind="stable")
-        top, top_scores = np.take_along_axis(top, order, axis=-1), np.take_along_axis(top_scores, order, axis=-1)
+        row_ids = row_ids.reshape(len(self.open), -1)
 
         next_rows: list[int] = []
         next_tokens: list[int] = []
@@ -228,8 +263,9 @@ class BeamSearch:
         still_open: list[int] = []
         for slot, sentence in enumerate(self.open.tolist()):
             chosen_rows, chosen_tokens, chosen_scores = [], [], []
+            tokens = row_ids[slot]
             for rank, (flat, score) in enumerate(zip(top[slot].tolist(), top_scores[slot].tolist())):
-                row, token = slot * beam_size + flat // vocab, flat % vocab
+                row, token = slot * beam_size + flat // width, int(tokens[flat])
                 if token == self.special.eos:
                     if rank < beam_size and score > -np.inf:
                         self._finish(sentence, row, score, len(self.beam_tokens[row]) + 1)
@@ -360,8 +396,12 @@ class RunningBatch:
         assert self.decoder is not None, "step() on an empty batch"
         # Computed only for the steps of batches holding a search that wants it.
         self.decoder.output_attentions = any(search.with_attention for search in self.searches)
+        if getattr(self.decoder, "selects_tokens", False):
+            wanted = [search.top_k for search in self.searches]
+            self.decoder.top_k = max(wanted) if min(wanted) > 0 else 0
         log_probs = self.decoder.step(self.tokens)
-        output = StepOutput.of(log_probs, self.decoder.attention if self.decoder.output_attentions else None)
+        attention = self.decoder.attention if self.decoder.output_attentions else None
+        output = StepOutput.of(log_probs, attention) if log_probs is not None else StepOutput(None, *self.decoder.top, attention)
         kept_rows, kept_tokens, running, done = [], [], [], []
         reordered = False
         for search, rows in zip(self.searches, self.rows):

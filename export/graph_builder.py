@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nmt_spec.graph_names import LOG_PROBS, TOP_IDS, TOP_K, TOP_LOG_PROBS
+
 MICROSOFT_DOMAIN = "com.microsoft"
 OPSET = 17  # LayerNormalization is an ONNX op from opset 17 on
 # ONNX Runtime 1.31 reads models up to IR version 10 with opset 17 and contrib ops.
@@ -59,6 +61,16 @@ class GraphBuilder:
         """x @ weight.T + bias, with a PyTorch (out, in) weight."""
         y = self.op("MatMul", [x, self.constant(f"{prefix}.weight", weight.T)])
         return self.op("Add", [y, self.constant(f"{prefix}.bias", bias)]) if bias is not None else y
+
+    def next_token_outputs(self, logits: str, vocab_size: int) -> None:
+        """The decoder step's ends: log_probs (B, V), and for the input top_k the best K tokens of
+        each row with their log-probabilities, computed where the distribution is (TopK breaks
+        ties towards the lower id, as numpy's argmax)."""
+        log_probs = self.output(self.op("LogSoftmax", [logits], axis=-1), LOG_PROBS, FLOAT, ["batch_size", vocab_size])
+        k = self.input(TOP_K, INT64, [1])
+        values, indices = self.op("TopK", [log_probs, k], outputs=2, axis=-1, largest=1, sorted=1)
+        self.output(values, TOP_LOG_PROBS, FLOAT, ["batch_size", "top_k"])
+        self.output(indices, TOP_IDS, INT64, ["batch_size", "top_k"])
 
     def tied_embedding(self, ids: str, transposed_table: str) -> str:
         """Rows of the embedding for ids -> ids.shape + (D,), read from the (D, V) transpose that

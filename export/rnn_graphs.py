@@ -16,7 +16,6 @@ from nmt_spec.graph_names import (
     ENCODER_HIDDEN_STATES,
     ENCODER_INPUT_IDS,
     ENCODER_MASK,
-    LOG_PROBS,
     RNN_PAST_CELL,
     RNN_PAST_HIDDEN,
     RNN_PRESENT_CELL,
@@ -137,7 +136,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     readout = g.linear(attentional, weights["readout.weight"], weights["readout.bias"], "readout")
     logits = g.op("MatMul", [readout, output_weight])
     axis_one = g.constant("squeeze_axis", np.array([1], np.int64))
-    g.output(g.op("LogSoftmax", [g.op("Squeeze", [logits, axis_one])], axis=-1), LOG_PROBS, FLOAT, ["batch_size", config.vocab_size])
+    g.next_token_outputs(g.op("Squeeze", [logits, axis_one]), config.vocab_size)
     g.output(g.op("Transpose", [g.op("Concat", new_hidden, axis=0)], perm=[1, 0, 2]), RNN_PRESENT_HIDDEN, FLOAT, state_shape)
     if cell:
         g.output(g.op("Transpose", [g.op("Concat", new_cell, axis=0)], perm=[1, 0, 2]), RNN_PRESENT_CELL, FLOAT, state_shape)

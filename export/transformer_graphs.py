@@ -21,7 +21,6 @@ from nmt_spec.graph_names import (
     ENCODER_INPUT_IDS,
     ENCODER_MASK,
     DECODER_MASK,
-    LOG_PROBS,
     OUTPUT_ATTENTIONS,
     POSITION_IDS,
     cross_key,
@@ -224,7 +223,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     logits = g.op("MatMul", [x, output_weight])
     if config.output_bias:
         logits = g.op("Add", [logits, g.constant("output_proj.bias", t.w("output_proj.bias"))])
-    g.output(g.op("LogSoftmax", [logits], axis=-1), LOG_PROBS, FLOAT, ["batch_size", config.vocab_size])
+    g.next_token_outputs(logits, config.vocab_size)
     present_shape = ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
     for i, (new_keys, new_values) in enumerate(presents):
         g.output(new_keys, present_key(i), FLOAT, present_shape)

@@ -10,7 +10,7 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
 from export.int8 import write_int8
-from nmt_spec.graph_names import LOG_PROBS
+from nmt_spec.graph_names import LOG_PROBS, TOP_LOG_PROBS
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def write_variant(recipe: VariantRecipe, fp32_path: Path, output_path: Path) -> 
         # to step; only the log-probabilities the search adds up stay fp32. (Keeping every input
         # and output fp32 cast 18 caches at every step: on an H200 that made the Transformer's
         # fp16 step 0.62x as fast as fp32's.)
-        model = OnnxModel(convert_float_to_float16(onnx.load(fp32_path), keep_io_types=[LOG_PROBS]))
+        model = OnnxModel(convert_float_to_float16(onnx.load(fp32_path), keep_io_types=[LOG_PROBS, TOP_LOG_PROBS]))
         model.topological_sort()  # the converter appends its input casts after their users
         onnx.save(model.model, output_path)
     else:

@@ -13,6 +13,12 @@ DECODER_MASK = "decoder_attention_mask"
 # float (B, V): log-softmax of the next-token logits, computed in the graph (vectorised and
 # multi-threaded there, where numpy would spend a tenth of a decoder step on it).
 LOG_PROBS = "log_probs"
+# The top_k (int64 [1]) best next tokens of each row, best first, with their log-probabilities:
+# (B, K) each. A search that needs no more reads these instead of the (B, V) distribution
+# (greedy: K = 1; beam k: K = 2k holds the k best non-eos candidates of a sentence).
+TOP_K = "top_k"
+TOP_IDS = "top_ids"
+TOP_LOG_PROBS = "top_log_probs"
 # The RNN decoder's state (B, layers, H); an LSTM also has a cell state. The encoder emits the
 # first present_* state, each step turns past_* into present_*.
 RNN_PAST_HIDDEN = "past_hidden"

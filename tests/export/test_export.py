@@ -380,3 +380,27 @@ def test_both_fp32_graphs_read_the_tied_embedding_from_one_file(exported: dict, 
     table = numpy_helper.to_array(next(t for t in onnx.load(version / fp32.decoder.file).graph.initializer if t.name == "output_proj.weight"))
     spec, model, _ = load_model(exported[architecture][0])
     np.testing.assert_array_equal(table, model.output_proj.weight.detach().numpy().T)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_tokens_selected_in_the_graph_give_the_answers_of_the_whole_distribution(exported: dict, architecture: str) -> None:
+    """Greedy and beam read only each row's best tokens from the graph (TopK); with the graph's
+    selection switched off they pick from the (rows, V) log-probabilities on the host."""
+    _, version = exported[architecture]
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    assert translator.model.selects_tokens and "TopK" in op_types(version / "decoder_with_past_model.onnx")
+    sources = translator.encode(SOURCES)
+    for beam_size in (1, 3):
+        options = translator.default_options(beam_size=beam_size, num_hypotheses=beam_size)
+        translator.model.selects_tokens = True
+        selected = translator.translate_ids(sources, options)
+        translator.model.selects_tokens = False
+        on_host = translator.translate_ids(sources, options)
+        for ours, theirs in zip(selected, on_host):
+            assert [h.tokens for h in ours] == [h.tokens for h in theirs]
+            np.testing.assert_allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-5)
+    decoder = translator.model.start(pad_ids(sources[:4], translator.spec.special_ids.pad))
+    decoder.top_k = 5
+    assert decoder.step(np.full(4, translator.spec.special_ids.bos)) is None
+    ids, scores = decoder.top
+    assert ids.shape == scores.shape == (4, 5) and np.all(np.diff(scores, axis=1) <= 0)
