@@ -26,15 +26,19 @@ class RunSummary:
     target_tokens: int
     best_valid_bleu: float
     best_epoch: int
+    wall_seconds: float  # from the run's first file to its last validation
 
     def row(self) -> str:
         return (
             f"| {self.name} | {self.architecture} | {self.shape} | {self.recipe} | {self.parameters / 1e6:.2f}M | {self.epochs} | "
-            f"{self.updates:,} | {self.target_tokens / 1e6:.1f}M | {self.best_valid_bleu:.2f} (epoch {self.best_epoch}) |"
+            f"{self.updates:,} | {self.target_tokens / 1e6:.1f}M | {self.wall_seconds / 60:.0f} min | {self.best_valid_bleu:.2f} (epoch {self.best_epoch}) |"
         )
 
 
-HEADER = "| run | architecture | shape | recipe | parameters | epochs | updates | target tokens seen | best val BLEU (greedy) |\n|---|---|---|---|---:|---:|---:|---:|---|"
+HEADER = (
+    "| run | architecture | shape | recipe | parameters | epochs | updates | target tokens seen | wall time | best val BLEU (greedy) |\n"
+    "|---|---|---|---|---:|---:|---:|---:|---:|---|"
+)
 
 
 def summarize(run: Path) -> RunSummary:
@@ -46,11 +50,13 @@ def summarize(run: Path) -> RunSummary:
         shape = f"{model['n_encoder_layers']}+{model['n_decoder_layers']} x {model['d_model']}, ff {model['d_ff']}, {model['n_heads']} heads, {model['norm']}-norm"
     else:
         shape = f"emb {model['embed_dim']}, {model['cell']} {model['hidden_size']}, {model['encoder_layers']}+{model['decoder_layers']} layers"
-    recipe = f"dropout {model['dropout']}, lr {optim['learning_rate']:g} ({optim['schedule']}, warmup {optim['warmup_steps']}), {config['max_tokens']} tokens"
+    schedule = f"plateau x{optim['plateau_factor']:g} after {optim['plateau_patience']} epoch(s) without gain" if optim["schedule"] == "plateau" else optim["schedule"]
+    recipe = f"dropout {model['dropout']}, lr {optim['learning_rate']:g} ({schedule}, warmup {optim['warmup_steps']}), {config['max_tokens']} tokens"
     tokens = sum(json.loads(line)["tokens"] for line in (run / TRAIN_LOG).read_text(encoding="utf-8").splitlines() if line.strip())
     best = max(history, key=lambda e: e.get("valid_bleu") or 0.0)
     parameters = sum(p.numel() for p in build_model(spec).parameters())
-    return RunSummary(run.name, config["architecture"], shape, recipe, parameters, len(history), history[-1]["step"], tokens, best["valid_bleu"], best["epoch"])
+    wall = (run / HISTORY_FILE).stat().st_mtime - (run / SPEC_FILE).stat().st_mtime
+    return RunSummary(run.name, config["architecture"], shape, recipe, parameters, len(history), history[-1]["step"], tokens, best["valid_bleu"], best["epoch"], wall)
 
 
 def report(runs: list[Path], plot: Path | None) -> str:
