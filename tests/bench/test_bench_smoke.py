@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench.engines import MODEL_DEFAULT
+from nmt_spec.manifest import latest_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,3 +98,11 @@ def test_the_attention_cost_benchmark_compares_the_graph_with_and_without_its_br
     report = out.read_text()
     for row in ("transformer-en-de | graph without the attention branch", "transformer-en-de | attention asked", "rnn-en-de | attention asked"):
         assert re.search(rf"\| {re.escape(row)} \| \d+ \| \d+\.\d+x \| 16 / 16 \|", report), row
+
+
+def test_two_versions_are_set_side_by_side(tmp_path: Path) -> None:
+    version = str(latest_version(ROOT / "models" / "rnn-en-de"))
+    result = subprocess.run([sys.executable, "-m", "bench.versions", version, version, "--sentences", "8", "--rounds", "1", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {version} |")]
+    assert len(rows) == 8 and all(re.search(r"\| \d+\.\d+M \| \d\.\d{4} \| (fp32|int8) \|", row) for row in rows)
