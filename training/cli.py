@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--output", required=True, type=Path, help="where to write the averaged checkpoint (beside its tokenizer)")
     average.add_argument("--half", action="store_true", help="store the weights as fp16 (half the bytes; loading casts them back to fp32)")
 
+    sweep = commands.add_parser(
+        "sweep",
+        help="train the runs of a plan file (a base config and each run's overrides) one after another, resuming any that stopped, then print their table and plot their curves",
+        description="A plan (YAML): base: a config file; runs: name -> {section.option: value}. Each run trains into OUT/<name>; "
+        "running the same command again continues where it stopped. On a GPU a sweep of small models takes minutes per run.",
+    )
+    sweep.add_argument("--plan", required=True, type=Path, help="the plan file, e.g. configs/sweep-transformer.yaml")
+    sweep.add_argument("--out", required=True, type=Path, help="directory of the runs (one subdirectory each) and validation-bleu.png")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE", help="applied to every run after its own overrides (e.g. threads=2)")
+
     runs = commands.add_parser("runs-report", help="a markdown table of training runs (shape, recipe, parameters, updates, tokens, best validation BLEU) and their validation curves as a PNG")
     runs.add_argument("runs", nargs="+", type=Path, help="run directories (as written by train)")
     runs.add_argument("--plot", type=Path, help="PNG of validation BLEU against updates, one line per run")
@@ -136,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_p99": round(float(np.percentile(ratios, 99)), 3), "ratio_p99.9": round(float(np.percentile(ratios, 99.9)), 3),
             "ratio_max": round(float(ratios.max()), 3), "bound": f"{args.a} x source + {args.b}", "pairs_over_the_bound": int((target_lengths > limits).sum()),
         }))  # fmt: skip
+    elif args.command == "sweep":
+        from training.sweep import run_sweep
+
+        print(run_sweep(args.plan, args.out, args.overrides))
     elif args.command == "runs-report":
         from training.runs_report import report
 

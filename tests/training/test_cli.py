@@ -51,3 +51,27 @@ def test_a_bad_config_option_fails_with_its_name() -> None:
     result = run_cli("train", "--out", "/tmp/never", "--set", "optim.warmup=3")
     assert result.returncode != 0
     assert "warmup" in result.stderr
+
+
+def test_a_sweep_trains_each_run_of_its_plan_and_resumes_instead_of_starting_again(tiny_corpus: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("base: configs/tiny.yaml\ncommon: {epochs: 1}\nruns:\n  narrow: {model.d_ff: 64}\n  wide: {model.d_ff: 256}\n")
+    common = ["--set", f"data.directory={tiny_corpus}", "--set", "tokenizer.vocab_size=80", "--set", "data.limit_train_pairs=null", "--set", "progress=false"]
+    first = run_cli("sweep", "--plan", str(plan), "--out", str(tmp_path / "sweep"), *common)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert [line.split(" | ")[0] for line in first.stdout.splitlines() if line.startswith(("| narrow", "| wide"))] == ["| narrow", "| wide"]
+    assert (tmp_path / "sweep" / "validation-bleu.png").exists()
+    log = (tmp_path / "sweep" / "wide" / "train_log.jsonl").read_text()
+    again = run_cli("sweep", "--plan", str(plan), "--out", str(tmp_path / "sweep"), *common)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "sweep" / "wide" / "train_log.jsonl").read_text() == log, "a finished run trained again"
+
+
+def test_the_shipped_sweep_plans_name_real_options() -> None:
+    from training.config import load_config
+    from training.sweep import read_plan
+
+    for path in sorted((ROOT / "configs").glob("sweep-*.yaml")):
+        base, runs = read_plan(path)
+        for run in runs:
+            load_config(ROOT / base, run.overrides)
