@@ -40,7 +40,7 @@ bench: install
 # models-gpu/ (fp16 parity is checked on the GPU), then docs/BENCHMARKS-GPU.md and its plot.
 bench-gpu: install
 	for model in transformer-en-de rnn-en-de; do \
-		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 1 --variants fp32 fp16 --out models-gpu --overwrite || exit 1; \
+		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 2 --variants fp32 fp16 --out models-gpu --overwrite || exit 1; \
 	done
 	$(BIN)/python -m bench.gpu --repository models-gpu
 
@@ -53,12 +53,12 @@ train-tiny: install
 	$(BIN)/python -m training train --config configs/tiny.yaml --out runs/demo
 	$(BIN)/python -m training evaluate --checkpoint runs/demo/best.pt --split test2016
 
-# The full models of docs/RESULTS.md (about an hour each on 2 CPU cores, minutes on a GPU).
+# The default models of docs/RESULTS.md (about two hours each on one CPU core, minutes on a GPU).
 train-transformer: install
-	$(BIN)/python -m training train --config configs/transformer.yaml --out runs/transformer
+	$(BIN)/python -m training train --config configs/transformer-small.yaml --out runs/transformer
 
 train-rnn: install
-	$(BIN)/python -m training train --config configs/rnn.yaml --out runs/rnn
+	$(BIN)/python -m training train --config configs/rnn-small.yaml --out runs/rnn
 
 clean:
 	rm -rf runs/demo .pytest_cache

@@ -183,9 +183,10 @@ def stage_graphs(spec: ModelSpec, weights: dict, staging: Path, variants: tuple[
         if recipe.file_suffix:
             for pattern in (ENCODER_FILE, DECODER_FILE):
                 write_variant(recipe, staging / pattern.format(suffix=""), staging / pattern.format(suffix=recipe.file_suffix))
-    shared = store_shared_weights_once([staging / pattern.format(suffix="") for pattern in (ENCODER_FILE, DECODER_FILE)])
+    graphs = [staging / pattern.format(suffix=VARIANTS[name].file_suffix) for name in dict.fromkeys(["fp32", *variants]) for pattern in (ENCODER_FILE, DECODER_FILE)]
+    shared = store_shared_weights_once(graphs)
     if shared:
-        progress(f"      stored once for both fp32 graphs, in {SHARED_WEIGHTS_FILE}: {', '.join(shared)}")
+        progress(f"      stored once for the graphs that hold them, in {SHARED_WEIGHTS_FILE}: {', '.join(shared)}")
 
 
 def publish(staging: Path, target: Path) -> None:

@@ -32,13 +32,15 @@ CONSTANTS = "per_row_quantization"
 
 
 def write_int8(fp32_path: Path, output_path: Path) -> None:
-    # Weights of every MatMul and embedding table to int8: the embedding tables are most of the
-    # bytes (measured on a 6M-parameter Transformer: 23 MB with MatMuls alone, 8.6 MB with the
-    # Gathers too). Shape inference stops at contrib ops (MultiHeadAttention): their outputs are float.
+    # The weights of every MatMul to int8, the output projection's included. Embedding lookups
+    # stay fp32: the tied table is the output projection's fp32 matrix read through a Transpose,
+    # which the export then stores once for every graph of the model (export/shared_weights.py),
+    # so an int8 copy of it would only add bytes. Shape inference stops at contrib ops
+    # (MultiHeadAttention): their outputs are float.
     quantize_dynamic(
-        fold_constant_transposes(onnx.load(fp32_path)),
+        onnx.load(fp32_path),
         output_path,
-        op_types_to_quantize=["MatMul", "Gather"],
+        op_types_to_quantize=["MatMul"],
         weight_type=QuantType.QInt8,
         per_channel=True,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
@@ -73,6 +75,9 @@ def quantize_activations_per_row(model: onnx.ModelProto) -> onnx.ModelProto:
     row_scales = {node.output[1] for node in graph.node if node.op_type == "DynamicQuantizeLinear"}
     del graph.node[:]
     graph.node.extend(_row_scales_last(nodes, row_scales))
+    read = {name for node in graph.node for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name.startswith(f"{CONSTANTS}.") and t.name not in read]:
+        graph.initializer.remove(tensor)  # e.g. the unsigned constants of a graph without Relu
     return model
 
 
@@ -117,23 +122,6 @@ def _per_row_nodes(x: str, quantized: str, scale: str, zero_point: str, unsigned
         helper.make_node("Cast", [f"{name}.shifted"], [quantized], to=onnx.TensorProto.UINT8),
         helper.make_node("Identity", [constant("unsigned_zero_point" if unsigned else "zero_point")], [zero_point]),
     ]
-
-
-def fold_constant_transposes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Transposes of weights become weights. A tied embedding is stored once and read through a
-    Transpose that ONNX Runtime folds at load; the quantizer only quantizes nodes whose weights
-    are initializers, so without this the embedding would stay fp32 in the int8 graph."""
-    graph = model.graph
-    weights = {tensor.name: tensor for tensor in graph.initializer}
-    for node in [n for n in graph.node if n.op_type == "Transpose" and n.input[0] in weights]:
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-        array = np.transpose(numpy_helper.to_array(weights[node.input[0]]), perm)
-        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array), node.output[0]))
-        graph.node.remove(node)
-    used = {name for n in graph.node for name in n.input}
-    for tensor in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(tensor)
-    return model
 
 
 def branches_last(model: onnx.ModelProto) -> onnx.ModelProto:

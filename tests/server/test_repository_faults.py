@@ -13,8 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from nmt_spec.manifest import sha256_of
+from nmt_spec.manifest import Manifest, sha256_of
 from server.client import TranslatorClient
+from tests.server.conftest import served_variant
 from tests.server.running_server import MODELS, ROOT, shipped, start_server
 
 Fault = Callable[[Path], None]
@@ -50,8 +51,10 @@ def changed_bytes(version: Path) -> None:
 
 
 def corrupt_onnx_with_matching_sha256(version: Path) -> None:
-    rewrite(version / "encoder_model.onnx", b"this is not an ONNX graph")
-    edit_manifest(version, lambda m: m["files"].update({"encoder_model.onnx": sha256_of(version / "encoder_model.onnx")}))
+    """The encoder of the variant the server picks (the others it never opens)."""
+    encoder = Manifest.load(version, verify_files=False).variants[served_variant(version.parent.name)].encoder.file
+    rewrite(version / encoder, b"this is not an ONNX graph")
+    edit_manifest(version, lambda m: m["files"].update({encoder: sha256_of(version / encoder)}))
 
 
 def unknown_manifest_field(version: Path) -> None:
@@ -60,7 +63,7 @@ def unknown_manifest_field(version: Path) -> None:
 
 def wrong_shape_in_manifest(version: Path) -> None:
     def change(manifest: dict) -> None:
-        manifest["variants"]["fp32"]["decoder"]["inputs"][0]["shape"] = ["batch_size", 7]
+        manifest["variants"][served_variant(version.parent.name)]["decoder"]["inputs"][0]["shape"] = ["batch_size", 7]
 
     edit_manifest(version, change)
 
@@ -68,9 +71,9 @@ def wrong_shape_in_manifest(version: Path) -> None:
 FAULTS: list[tuple[Fault, str]] = [
     (missing_file, r"decoder_with_past_model\.onnx: listed in the manifest but missing"),
     (changed_bytes, r"encoder_model\.onnx: sha256 \w+ does not match"),
-    (corrupt_onnx_with_matching_sha256, r"encoder_model\.onnx: ONNX Runtime cannot load it"),
+    (corrupt_onnx_with_matching_sha256, r"encoder_model(\.int8)?\.onnx: ONNX Runtime cannot load it"),
     (unknown_manifest_field, r"manifest\.json: unknown field\(s\) \['served_by'\]"),
-    (wrong_shape_in_manifest, r"decoder_with_past_model\.onnx: the graph's inputs differ from the manifest's"),
+    (wrong_shape_in_manifest, r"decoder_with_past_model(\.int8)?\.onnx: the graph's inputs differ from the manifest's"),
 ]
 
 
