@@ -115,7 +115,7 @@ def expected_translations(model: str, sentences: list[str]) -> list[tuple[str, s
     from decoding.translator import Translator
 
     translator = Translator.from_repository(latest_version(ROOT / "models" / model), "fp32", RuntimeConfig(device="cpu"))
-    return list(zip(sentences, translator.translate(sentences)))
+    return list(zip(sentences, translator.translate(sentences, translator.default_options(beam_size=1))))  # as ServerProcess serves: greedy
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,10 +41,9 @@ class ServedModel:
 def choose_variant(manifest: Manifest, wanted: str, on_cuda: bool, allow_batch_dependent: bool = False) -> str:
     """The variant to serve: the one asked for, or fp16 on CUDA, else fp32. A client's answer must
     not depend on other clients' traffic: a batch-dependent int8 needs the operator's consent. A
-    batch-invariant int8 (per-row scales) is not chosen by auto either: in-flight batching puts a
-    row's cache at other offsets, fp32's last-bit differences there can cross a rounding step of
-    the int8 quantization, and then a beam can change (measured: 1 of 64 concurrent requests,
-    beam 4, in-flight batching; 0 of 300 greedy in shuffled batches)."""
+    batch-invariant int8 (per-row scales; 0 of 300 greedy translations changed in shuffled
+    batches, python -m bench.invariance) is one flag away but not yet auto's choice: it has not
+    been through the server's batching tests under both policies as the default."""
     where = f"model {manifest.name} version {manifest.version}"
     if wanted != "auto":
         if wanted not in manifest.variants:

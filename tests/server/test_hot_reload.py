@@ -12,6 +12,7 @@ import grpc
 
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
+from nmt_spec.manifest import latest_version
 from server.client import TranslatorClient
 from tests.server.conftest import TEST_SENTENCES, greedy
 from tests.server.running_server import MODELS, start_server
@@ -28,7 +29,7 @@ def link_version(source: Path, target: Path, version: str) -> None:
 
 
 def test_a_new_version_takes_over_under_load_without_a_failed_call(tmp_path: Path, direct: dict) -> None:
-    shipped = MODELS / "rnn-en-de" / "1"
+    shipped = latest_version(MODELS / "rnn-en-de")
     repository = tmp_path / "models"
     link_version(shipped, repository / "rnn-en-de" / "1", "1")
     running = start_server(tmp_path, "--model-repository", str(repository), "--poll-seconds", "0.3")

@@ -70,7 +70,7 @@ def test_list_models_describes_the_default_models(server: RunningServer) -> None
 def test_metrics_move_as_requests_are_served(server: RunningServer) -> None:
     model = 'model="rnn-en-de"'
     before = server.scrape()
-    response = TranslatorClient(server.target).translate(TEST_SENTENCES[500:510], model="rnn-en-de")
+    response = TranslatorClient(server.target).translate(TEST_SENTENCES[500:510], model="rnn-en-de", options=pb.DecodingOptions(beam_size=1))  # greedy: a token per row and step
     after = server.scrape()
 
     def moved(name: str) -> float:
