@@ -76,16 +76,26 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
         # clients it would idle, so those levels are measured with one worker only.
         levels = args.concurrency if layout.workers == 1 or args.smoke else [c for c in args.concurrency if c >= 16]
         for policy in args.policies:
-            log = scratch / f"server-{name}-{policy}-{layout}.log"
-            with ServerProcess(name, policy, layout, free_port(), log, ["--max-batch-size", str(args.max_batch_size), "--variant", "fp32"]) as server:
-                for concurrency in levels:
-                    progress(f"{label}: server, {policy} batching, {layout} workers x threads, {concurrency} clients")
-                    report.add(server_load(server, texts, concurrency, name, policy))
-                if policy == "dynamic" and args.paragraph > 1:
-                    # as many sentences in flight as the most clients send one by one
-                    clients = max(1, max(args.concurrency) // args.paragraph)
-                    progress(f"{label}: server, {policy} batching, {layout} workers x threads, {clients} clients of {args.paragraph} sentences per request")
-                    report.add(server_load(server, texts, clients, name, policy, args.paragraph))
+            measure_server(report, name, args, scratch, label, layout, policy, "fp32", levels)
+    if "dynamic" in args.policies:
+        # int8 against CTranslate2 int8: where the fp32 server does best (dynamic batching, the
+        # most clients, one batch per core)
+        measure_server(report, name, args, scratch, label, args.layouts[-1], "dynamic", "int8", [max(args.concurrency)])
+
+
+def measure_server(report: Report, name: str, args: argparse.Namespace, scratch: Path, label: str, layout: Layout, policy: str, variant: str, levels: list[int]) -> None:
+    """One server process: clients sending one sentence per request at each level and, with
+    dynamic batching, clients sending paragraphs."""
+    log = scratch / f"server-{name}-{policy}-{variant}-{layout}.log"
+    with ServerProcess(name, policy, layout, free_port(), log, ["--max-batch-size", str(args.max_batch_size), "--variant", variant]) as server:
+        for concurrency in levels:
+            progress(f"{label}: server {variant}, {policy} batching, {layout} workers x threads, {concurrency} clients")
+            report.add(server_load(server, report.texts, concurrency, name, policy, variant=variant))
+        if policy == "dynamic" and args.paragraph > 1:
+            # as many sentences in flight as the most clients send one by one
+            clients = max(1, max(args.concurrency) // args.paragraph)
+            progress(f"{label}: server {variant}, {policy} batching, {layout} workers x threads, {clients} clients of {args.paragraph} sentences per request")
+            report.add(server_load(server, report.texts, clients, name, policy, args.paragraph, variant))
 
 
 def main(argv: list[str] | None = None) -> int:

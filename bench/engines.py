@@ -53,6 +53,7 @@ class Measurement:
     client_cpu_share: float | None = None  # cores the load generator took (server)
     layout: str = ""  # str(Layout)
     sentences_per_request: int = 1  # (server) a client translating paragraphs sends several
+    precision: str = "fp32"  # of the arithmetic: "fp32", "fp16" or "int8", for ratios at the same precision
 
     @property
     def key(self) -> tuple[str, str, str, str, int, int]:
@@ -85,7 +86,7 @@ def pytorch_greedy(
     began = time.perf_counter()
     translations = run(texts)
     seconds = time.perf_counter() - began
-    return Measurement("pytorch", model_name, f"{precision} eager", 0, seconds, translations, layout=where or str(Layout(1, threads)))
+    return Measurement("pytorch", model_name, f"{precision} eager", 0, seconds, translations, layout=where or str(Layout(1, threads)), precision=precision)
 
 
 ARRIVAL_ORDER = "in arrival order"
@@ -119,7 +120,8 @@ def ctranslate2_greedy(
         results = translator.translate_batch(tokens, **options)
     seconds = time.perf_counter() - began
     translations = [processor.decode_pieces(result.hypotheses[0]) for result in results]
-    return Measurement("ctranslate2", model_name, compute_type + (f", {ARRIVAL_ORDER}" if arrival_order else ""), 0, seconds, translations, layout=str(layout))
+    precision = {"float32": "fp32", "float16": "fp16"}.get(compute_type, compute_type)
+    return Measurement("ctranslate2", model_name, compute_type + (f", {ARRIVAL_ORDER}" if arrival_order else ""), 0, seconds, translations, layout=str(layout), precision=precision)
 
 
 def in_process_translator(
@@ -183,7 +185,7 @@ def onnx_greedy(
     setting = variant + (f", {ARRIVAL_ORDER}" if arrival_order else "")
     if model_default:
         setting += f", {MODEL_DEFAULT} (beam {translator.decoding.beam_size}, length penalty {translator.decoding.length_penalty:g})"
-    return Measurement("onnx", model_name, setting, 0, time.perf_counter() - began, translations, layout=where or str(Layout(workers, threads)))
+    return Measurement("onnx", model_name, setting, 0, time.perf_counter() - began, translations, layout=where or str(Layout(workers, threads)), precision=variant)
 
 
 def free_port() -> int:
@@ -221,12 +223,16 @@ class ServerProcess:
         self.process.wait(60)
 
 
-def server_load(server: ServerProcess, texts: list[str], concurrency: int, model_name: str, policy: str, sentences_per_request: int = 1) -> Measurement:
+def server_load(
+    server: ServerProcess, texts: list[str], concurrency: int, model_name: str, policy: str, sentences_per_request: int = 1, variant: str = "fp32"
+) -> Measurement:
+    """`variant`: the one the server was started with (its --variant); a variant other than fp32
+    is named in the setting."""
     asyncio.run(run_load(server.target, texts[:8], min(concurrency, 8)))  # warm-up
     result = asyncio.run(run_load(server.target, texts, concurrency, sentences_per_request=sentences_per_request))
     if result.errors:
         raise RuntimeError(f"{result.errors} sentences failed at concurrency {concurrency}")
-    setting = policy if sentences_per_request == 1 else f"{policy}, {sentences_per_request} sentences per request"
+    setting = policy + ("" if variant == "fp32" else f", {variant}") + ("" if sentences_per_request == 1 else f", {sentences_per_request} sentences per request")
     return Measurement(
-        "server", model_name, setting, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share, str(server.layout), sentences_per_request
+        "server", model_name, setting, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share, str(server.layout), sentences_per_request, variant
     )

@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                                 for concurrency in args.concurrency:
                                     progress(f"{name}: server, {layout}, {policy} batching, {concurrency} clients")
                                     measured = server_load(server, level(concurrency), concurrency, name, policy)
-                                    measured.layout = layout
+                                    measured.layout, measured.precision = layout, variant  # the layout names the variant
                                     report.add(measured)
         for name in args.models:
             from nmt_spec.manifest import Manifest

@@ -84,7 +84,7 @@ def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
 def server_threads(model: str, texts: list[str], layout: Layout, clients: int, scratch: Path, sentences_per_request: int = 1) -> tuple[float, float, list[tuple[str, float]]]:
     """Wall seconds of one load run, the load generator's CPU seconds, and the CPU seconds each
     server thread spent in it."""
-    with ServerProcess(model, "dynamic", layout, free_port(), scratch / "server.log", []) as server:
+    with ServerProcess(model, "dynamic", layout, free_port(), scratch / "server.log", ["--variant", "fp32"]) as server:  # as the kernel profile
         asyncio.run(run_load(server.target, texts[:200], clients))  # warm-up
         pid = server.process.pid
         before = thread_cpu_seconds(pid)

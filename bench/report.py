@@ -102,12 +102,15 @@ class Report:
             )
         return "\n".join(lines)
 
-    def best(self, model: str, engine: str, setting: str | None = None, layout: str | None = None, sentences_per_request: int = 1) -> Measurement | None:
+    def best(
+        self, model: str, engine: str, setting: str | None = None, layout: str | None = None, sentences_per_request: int = 1, precision: str | None = None
+    ) -> Measurement | None:
         """The fastest measurement that matches; of the server, with one sentence per request
         unless asked otherwise."""
         candidates = [
             m for m in self.measurements
             if m.model == model and m.engine == engine and setting in (None, m.setting) and layout in (None, m.layout) and m.sentences_per_request == sentences_per_request
+            and precision in (None, m.precision)
         ]  # fmt: skip
         return max(candidates, key=self.sentences_per_second, default=None)
 
@@ -130,7 +133,7 @@ class Report:
         table = RatioTable(self.sentences_per_second)
         ratio = table.add
         for model in dict.fromkeys(m.model for m in self.measurements):
-            server = self.best(model, "server")
+            server = self.best(model, "server", precision="fp32")
             if server is None:
                 continue
             where = f"{server.setting}, {server.layout}, {server.concurrency} clients"
@@ -138,13 +141,13 @@ class Report:
             if ctranslate2 is not None:
                 ratio(model, f"server at its best ({where}) / CTranslate2 float32 translate_batch at its best ({ctranslate2.layout})", server, ctranslate2)
             for layout in self.layouts(model):
-                same = self.best(model, "server", layout=layout)
+                same = self.best(model, "server", layout=layout, precision="fp32")
                 ratio(model, f"server at its best with {layout} ({same.setting}, {same.concurrency} clients) / CTranslate2 float32 with {layout}", same, self.best(model, "ctranslate2", "float32", layout))
             arrival = self.best(model, "ctranslate2", f"float32, {ARRIVAL_ORDER}")
             if arrival is not None:
                 ratio(model, f"server at its best ({where}) / CTranslate2 float32 on batches {ARRIVAL_ORDER} (not sorted by length) at its best ({arrival.layout})", server, arrival)
             for paragraph in sorted({m.sentences_per_request for m in self.measurements if m.model == model and m.engine == "server"} - {1}):
-                batched = self.best(model, "server", sentences_per_request=paragraph)
+                batched = self.best(model, "server", sentences_per_request=paragraph, precision="fp32")
                 ratio(
                     model,
                     f"server with {paragraph} sentences per request at its best ({batched.setting}, {batched.layout}, {batched.concurrency} clients) / CTranslate2 float32 translate_batch at its best",
@@ -152,7 +155,10 @@ class Report:
                     ctranslate2,
                 )
                 ratio(model, f"server at its best: {paragraph} sentences per request / one", batched, server)
-            ratio(model, f"server at its best ({where}) / CTranslate2 int8 at its best", server, self.best(model, "ctranslate2", "int8"))
+            ctranslate2_int8 = self.best(model, "ctranslate2", "int8")
+            for paragraph in sorted({m.sentences_per_request for m in self.measurements if m.model == model and m.engine == "server" and m.precision == "int8"}):
+                int8 = self.best(model, "server", sentences_per_request=paragraph, precision="int8")
+                ratio(model, f"server int8 at its best ({int8.setting}, {int8.layout}, {int8.concurrency} clients) / CTranslate2 int8 translate_batch at its best", int8, ctranslate2_int8)
             ratio(model, f"server at its best ({where}) / PyTorch eager", server, self.best(model, "pytorch"))
             for layout in self.layouts(model):
                 for order, setting in (("", ""), (f", both on batches {ARRIVAL_ORDER}", f", {ARRIVAL_ORDER}")):
@@ -166,7 +172,7 @@ class Report:
                 ratio(model, f"ONNX in-process int8 / fp32, both {layout}", self.best(model, "onnx", "int8", layout), self.best(model, "onnx", "fp32", layout))
                 for engine, setting in (("onnx", "fp32"), ("ctranslate2", "float32")):
                     ratio(model, f"{engine} {setting} {layout}: batches {ARRIVAL_ORDER} / sorted by length", self.best(model, engine, f"{setting}, {ARRIVAL_ORDER}", layout), self.best(model, engine, setting, layout))
-                same = self.best(model, "server", layout=layout)
+                same = self.best(model, "server", layout=layout, precision="fp32")
                 ratio(model, f"server at its best with {layout} ({same.setting}, {same.concurrency} clients) / ONNX in-process fp32 {layout} on batches {ARRIVAL_ORDER} (the cost of serving)", same, self.best(model, "onnx", f"fp32, {ARRIVAL_ORDER}", layout))
             for layout in self.layouts(model):
                 self.policy_ratios(table, model, layout)
@@ -176,7 +182,7 @@ class Report:
         lines = [f"Measured fp32 matmul peak: {self.peak_flops / 1e9:.1f} GFLOP/s.", "", "| model | engine | GFLOP per 1,000 target tokens | achieved GFLOP/s | fraction of peak |", "|---|---|---:|---:|---:|"]
         for model, function in self.flops.items():
             for engine, setting in (("server", None), ("onnx", "fp32"), ("ctranslate2", "float32"), ("pytorch", None)):
-                m = self.best(model, engine, setting)
+                m = self.best(model, engine, setting, precision="fp32")
                 if m is None:
                     continue
                 per_token = function(self.source_tokens(model) / len(self.texts), self.target_tokens(m) / len(m.translations))
@@ -203,8 +209,9 @@ class Report:
                     for fraction, style in ((0.5, "-"), (0.9, "--"), (0.99, ":")):
                         latency.plot(clients, [1000 * m.percentile(fraction) for m in runs], style, marker=marker, label=f"{policy} {layout} p{round(fraction * 100)}")
             for m in self.measurements:
-                if m.model == model and m.engine == "server" and m.sentences_per_request > 1:  # at its sentences in flight
-                    throughput.plot([m.concurrency * m.sentences_per_request], [self.sentences_per_second(m)], marker="*", markersize=11, linestyle="none", label=f"server, {m.setting}, {m.layout}")
+                if m.model == model and m.engine == "server" and (m.sentences_per_request > 1 or m.precision != "fp32"):  # at its sentences in flight
+                    marker = "*" if m.sentences_per_request > 1 else "P"
+                    throughput.plot([m.concurrency * m.sentences_per_request], [self.sentences_per_second(m)], marker=marker, markersize=11, linestyle="none", label=f"server, {m.setting}, {m.layout}")
                 if m.model == model and m.engine != "server":
                     throughput.axhline(self.sentences_per_second(m), linestyle="--", linewidth=1, color="grey" if m.engine != "ctranslate2" else "black")
                     throughput.annotate(f"{m.engine} {m.setting} {m.layout}", (1, self.sentences_per_second(m)), fontsize=7, va="bottom")

@@ -1,6 +1,6 @@
 """Soak: N concurrent clients for T seconds against a server, every answer compared with the
-expected greedy translation of its sentence (computed here by the decoding module, fp32: the
-server's variant on a CPU). Reports requests sent, answered, wrong, lost (neither an answer nor an
+expected greedy translation of its sentence (computed here by the decoding module, on the variant
+the server serves). Reports requests sent, answered, wrong, lost (neither an answer nor an
 error), errors by status code, latency and the server's memory. Exit status 1 if any answer was
 wrong or lost, or if memory grew by more than 5% after warm-up in a run of 5 minutes or more.
 
@@ -110,12 +110,28 @@ async def soak(target: str, pid: int, pairs: list[tuple[str, str]], clients: int
     return result
 
 
-def expected_translations(model: str, sentences: list[str]) -> list[tuple[str, str]]:
+def expected_translations(model: str, variant: str, sentences: list[str]) -> list[tuple[str, str]]:
     from decoding.runtime import RuntimeConfig
     from decoding.translator import Translator
 
-    translator = Translator.from_repository(latest_version(ROOT / "models" / model), "fp32", RuntimeConfig(device="cpu"))
+    translator = Translator.from_repository(latest_version(ROOT / "models" / model), variant, RuntimeConfig(device="cpu"))
     return list(zip(sentences, translator.translate(sentences, translator.default_options(beam_size=1))))  # as ServerProcess serves: greedy
+
+
+def cpu_variant(model: str, wanted: str) -> str:
+    from nmt_spec.manifest import Manifest
+    from server.models import choose_variant
+
+    return choose_variant(Manifest.load(latest_version(ROOT / "models" / model), verify_files=False), wanted, on_cuda=False)
+
+
+def served_variant(target: str, model: str) -> str:
+    from server.client import TranslatorClient
+
+    served = {m.name: m.variant for m in TranslatorClient(target).list_models().models}
+    if model not in served:
+        raise SystemExit(f"{target} does not serve {model}; it serves {sorted(served)}")
+    return served[model]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,18 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, default=0, help="its process id, for its memory")
     parser.add_argument("--batching", default="dynamic", choices=["dynamic", "inflight"], help="policy of the server this command starts")
     parser.add_argument("--layout", type=Layout.parse, default=Layout(1, 0), help="its decode workers x ONNX Runtime threads (0: ONNX Runtime's default)")
+    parser.add_argument("--variant", default="auto", help="what the server this command starts serves (auto: its choice on a CPU); a --target is asked (ListModels)")
     args = parser.parse_args(argv)
 
     sentences = (ROOT / "data" / "multi30k" / "test2016.en").read_text(encoding="utf-8").splitlines()[: args.sentences]
-    print(f"expected translations of {len(sentences)} sentences ...", file=sys.stderr, flush=True)
-    pairs = expected_translations(args.model, sentences)
+    variant = served_variant(args.target, args.model) if args.target else cpu_variant(args.model, args.variant)
+    print(f"expected translations of {len(sentences)} sentences ({variant}) ...", file=sys.stderr, flush=True)
+    pairs = expected_translations(args.model, variant, sentences)
     if args.target:
         result = asyncio.run(soak(args.target, args.server_pid, pairs, args.clients, args.duration, args.deadline, args.model))
     else:
         import tempfile
 
         log = Path(tempfile.mkdtemp(prefix="soak-")) / "server.log"
-        with ServerProcess(args.model, args.batching, args.layout, free_port(), log, []) as server:
+        with ServerProcess(args.model, args.batching, args.layout, free_port(), log, ["--variant", variant]) as server:
             print(f"soak: {args.clients} clients for {args.duration:.0f} s against {server.target} ({args.batching} batching, {args.layout})", file=sys.stderr, flush=True)
             result = asyncio.run(soak(server.target, server.process.pid, pairs, args.clients, args.duration, args.deadline, args.model))
     print(result.table())

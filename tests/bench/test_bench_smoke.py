@@ -33,9 +33,14 @@ def test_benchmark_smoke_run_writes_its_table_and_plots() -> None:
     # CTranslate2 runs our converted weights: greedy float32 gives our fp32 translations
     ctranslate2_row = next(line for line in report.splitlines() if line.startswith("| ctranslate2 | transformer-en-de | float32"))
     assert ctranslate2_row.rstrip().endswith("| 100.0% |")
-    for line in report.splitlines():
-        if (line.startswith(("| server |", "| pytorch |")) or "| onnx | transformer-en-de | fp32" in line) and MODEL_DEFAULT not in line:
+    rows = report.splitlines()
+    for line in rows:
+        if (line.startswith(("| server |", "| pytorch |")) or "| onnx | transformer-en-de | fp32" in line) and MODEL_DEFAULT not in line and "int8" not in line:
             assert line.rstrip().endswith("| 100.0% |"), line
+    # the int8 server answers as int8 in-process (batch-invariant: its batches are not the same):
+    # the same share of fp32's translations
+    same_as_fp32 = {line.split("|")[3].strip(): line.rstrip().rsplit("|", 2)[1] for line in rows if line.startswith(("| server | transformer-en-de | dynamic, int8 |", "| onnx | transformer-en-de | int8 |"))}
+    assert same_as_fp32["dynamic, int8"] == same_as_fp32["int8"], same_as_fp32
     # throughput at the model's default decoding too, and int8 against CTranslate2's int8
     for variant in ("fp32", "int8"):
         assert f"| onnx | transformer-en-de | {variant}, {MODEL_DEFAULT} (beam " in report

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -17,7 +18,7 @@ from nmt.v1 import translator_pb2_grpc
 from nmt_spec import Tokenizer
 from server.client import TranslatorClient
 from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy
-from tests.server.running_server import MODELS, ROOT, RunningServer, shipped
+from tests.server.running_server import MODELS, ROOT, RunningServer, shipped, start_server
 from training.checkpoint import load_model
 from training.search import TorchIncrementalDecoder
 
@@ -36,6 +37,14 @@ def attention(options: pb.DecodingOptions | None = None, **fields) -> pb.Decodin
     if options is not None:
         merged.MergeFrom(options)
     return merged
+
+
+@pytest.fixture(scope="module")
+def fp32_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Serving fp32, as PyTorch computes: the CPU's default int8 attends a little differently."""
+    running = start_server(tmp_path_factory.mktemp("fp32-server"), "--variant", "fp32")
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +70,8 @@ def weights(sentence: pb.SentenceAttention) -> np.ndarray:
 
 @pytest.mark.parametrize("model", DEFAULT_MODELS)
 @pytest.mark.parametrize("beam_size", [1, 4])
-def test_the_attention_of_each_hypothesis_equals_pytorchs_for_its_tokens(server: RunningServer, pytorch: dict, model: str, beam_size: int) -> None:
-    client = TranslatorClient(server.target)
+def test_the_attention_of_each_hypothesis_equals_pytorchs_for_its_tokens(fp32_server: RunningServer, pytorch: dict, model: str, beam_size: int) -> None:
+    client = TranslatorClient(fp32_server.target)
     (info,) = [m for m in client.list_models().models if m.name == model]
     assert info.has_attention and info.attention_layer >= 1
     tokenizer = Tokenizer(shipped(model) / "tokenizer.model")
@@ -119,17 +128,17 @@ def test_each_sentence_of_a_paragraph_has_its_own_attention(server: RunningServe
     assert sum(len(t.target_tokens) for t in translation.attention) == translation.output_tokens
 
 
-def test_the_client_draws_the_attention_and_pytorch_gives_the_same(server: RunningServer, tmp_path) -> None:
+def test_the_client_draws_the_attention_and_pytorch_gives_the_same(fp32_server: RunningServer, tmp_path) -> None:
     import subprocess
     import sys
 
     png = tmp_path / "attention.png"
     text = "A dog runs on the beach."
-    drawn = subprocess.run([sys.executable, "-m", "server.client", "--target", server.target, "--attention-png", str(png), text], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    drawn = subprocess.run([sys.executable, "-m", "server.client", "--target", fp32_server.target, "--attention-png", str(png), text], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert drawn.returncode == 0, drawn.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
-    (translation,) = TranslatorClient(server.target).translate([text], options=attention()).translations
-    layer = next(m.attention_layer for m in TranslatorClient(server.target).list_models().models if m.name == "transformer-en-de")
+    (translation,) = TranslatorClient(fp32_server.target).translate([text], options=attention()).translations
+    layer = next(m.attention_layer for m in TranslatorClient(fp32_server.target).list_models().models if m.name == "transformer-en-de")
     command = [sys.executable, "-m", "training", "translate", "--checkpoint", "checkpoints/transformer-en-de/model.pt", "--attention", "--attention-layer", str(layer), text]
     printed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
     assert printed[0] == translation.text

@@ -89,10 +89,13 @@ def test_a_full_queue_refuses_with_resource_exhausted_and_loses_no_accepted_requ
 
 
 def test_expired_deadlines_and_cancelled_calls_are_dropped_from_queue_and_batch(server: RunningServer, direct: dict) -> None:
-    # Several seconds of work. The deadline is long enough for the request to reach the handler
-    # and the queue on a busy machine (a deadline that passes before it does is answered by gRPC
-    # alone, and the server never sees the request), and far shorter than the work.
-    heavy = pb.TranslateRequest(texts=TEST_SENTENCES[400:528], options=Options(beam_size=8))
+    # Many seconds of work: 512 sentences at the largest beam (about 14 s on 2 cores; 128 sentences
+    # once finished inside the deadline on a faster machine). The deadline is long enough for the
+    # request to reach the handler and the queue on a busy machine (a deadline that passes before
+    # it does is answered by gRPC alone, and the server never sees the request), and far shorter
+    # than the work.
+    paragraphs = [" ".join(TEST_SENTENCES[400 + 4 * i : 404 + 4 * i]) for i in range(128)]
+    heavy = pb.TranslateRequest(texts=paragraphs, options=Options(beam_size=8))
     with grpc.insecure_channel(server.target) as channel:
         stub = translator_pb2_grpc.TranslatorStub(channel)
         with pytest.raises(grpc.RpcError) as raised:

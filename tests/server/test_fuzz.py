@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from nmt_spec import Tokenizer
+from nmt_spec.manifest import Manifest
 from nmt_spec.text import normalize_text
 from server.client import TranslatorClient
 from server.config import ServerConfig
@@ -25,6 +26,8 @@ EXAMPLES = int(os.environ.get("NMT_FUZZ_EXAMPLES", "150"))
 CONFIG = ServerConfig()
 TOKENIZER = Tokenizer(shipped("transformer-en-de") / "tokenizer.model")
 MAX_TOKENS = 128
+# what a request that sets no beam gets: each model's manifest (the server is started without --default-beam-size)
+DEFAULT_BEAM = {name: Manifest.load(shipped(name), verify_files=False).decoding.beam_size for name in ("transformer-en-de", "rnn-en-de")}
 
 # Everything but lone surrogates, which are not UTF-8 and which protobuf refuses to send.
 any_character = st.characters(exclude_categories=["Cs"])
@@ -60,7 +63,7 @@ def expected_status(model: str, texts: list[str], option: dict, split: bool | No
     """The documented order: the model, then the options, then the texts."""
     if model not in ("", "transformer-en-de", "rnn-en-de"):
         return grpc.StatusCode.NOT_FOUND
-    beam = option.get("beam_size", 1)
+    beam = option.get("beam_size", DEFAULT_BEAM[model or "transformer-en-de"])
     penalty = option.get("length_penalty", 1.0)
     if not 1 <= beam <= CONFIG.max_beam_size or not (math.isfinite(penalty) and penalty >= 0):
         return grpc.StatusCode.INVALID_ARGUMENT
