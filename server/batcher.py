@@ -12,13 +12,13 @@ may be run from several threads at once)."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,15 +52,41 @@ class BatcherConfig:
     workers: int = 1
 
 
+class Answer:
+    """One request's answer, awaited on an event loop: the n-best lists of all its items'
+    sentences, in order. A decode worker hands the items a step finished to each loop in one
+    call (one wake-up of the loop for all of them, not a future chain per request)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, parts: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[list] = loop.create_future()
+        self.items: list[WorkItem] = []
+        self._parts: list[list | None] = [None] * parts
+        self._missing = parts
+
+    def settle(self, part: int, outcome: list | BaseException) -> None:
+        """On the loop: one item's n-best lists, or the error that failed it (and the request)."""
+        if self.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+            return
+        self._parts[part] = outcome
+        self._missing -= 1
+        if not self._missing:
+            self.future.set_result([nbest for finished in self._parts for nbest in finished])
+
+
 @dataclass(eq=False)
 class WorkItem:
-    """One request's sentences; its future gets their n-best lists. Greedy requests admitted
-    together share one search (one search per step costs less than one per request: measured
-    25% more sentences/s); beam requests have their own."""
+    """Part `part` of a request's sentences. Greedy requests admitted together share one search
+    (one search per step costs less than one per request: measured 25% more sentences/s); beam
+    requests have their own."""
 
     sources: list[list[int]]
     options: SearchOptions
-    future: Future = field(default_factory=Future)
+    answer: Answer
+    part: int
     enqueued_at: float = field(default_factory=time.monotonic)
     cancelled: bool = False
     search: Search | None = None
@@ -138,11 +164,13 @@ class Batcher:
 
     # -- called from the event loop -------------------------------------------------------
 
-    def submit(self, sources: list[list[int]], options: SearchOptions) -> list[WorkItem]:
+    def submit(self, sources: list[list[int]], options: SearchOptions, loop: asyncio.AbstractEventLoop) -> Answer:
         """One request's sentences, queued as items of at most a batch each (so that a long
         document shares batches with other requests instead of making one outsized batch),
-        all of them or none."""
-        items = [WorkItem(part, options) for part in self._parts(sources, options)]
+        all of them or none; answered on `loop` (the caller's)."""
+        parts = self._parts(sources, options)
+        answer = Answer(loop, len(parts))
+        items = answer.items = [WorkItem(part, options, answer, number) for number, part in enumerate(parts)]
         sentences = len(sources)
         with self.condition:
             if self.stopping:
@@ -157,7 +185,7 @@ class Batcher:
             self.queued_sentences += sentences
             self.queue_depth.set(self.queued_sentences)
             self.condition.notify_all()
-        return items
+        return answer
 
     def _parts(self, sources: list[list[int]], options: SearchOptions) -> list[list[list[int]]]:
         """Consecutive runs of sentences that each fit in one batch (one sentence always does)."""
@@ -172,14 +200,15 @@ class Batcher:
                 rows, longest = options.beam_size, len(source)
         return parts
 
-    def cancel(self, item: WorkItem) -> None:
-        """The client went away or its deadline passed: drop the item wherever it is."""
+    def cancel(self, answer: Answer) -> None:
+        """The client went away or its deadline passed: drop the request's items wherever they are."""
         with self.condition:
-            item.cancelled = True
-            if item in self.queue:
-                self.queue.remove(item)
-                self.queued_sentences -= item.sentences
-                self.queue_depth.set(self.queued_sentences)
+            for item in answer.items:
+                item.cancelled = True
+                if item in self.queue:
+                    self.queue.remove(item)
+                    self.queued_sentences -= item.sentences
+            self.queue_depth.set(self.queued_sentences)
             self.condition.notify_all()
 
     def close(self) -> None:
@@ -213,8 +242,7 @@ class Batcher:
             self._drop_cancelled(lane)
             if lane.running:
                 self._step(lane)
-        for item in lane.running:
-            _fail(item, Unavailable(f"model {self.model} shut down before this request finished"))
+        _hand_over([(item, Unavailable(f"model {self.model} shut down before this request finished")) for item in lane.running])
         lane.running.clear()
         self._count_inflight()
 
@@ -226,8 +254,8 @@ class Batcher:
             while not self.queue and not self.stopping and not self.closing:
                 self.condition.wait()
             if self.stopping:
-                while self.queue:
-                    _fail(self.queue.popleft(), Unavailable(f"model {self.model} shut down before this request started"))
+                _hand_over([(item, Unavailable(f"model {self.model} shut down before this request started")) for item in self.queue])
+                self.queue.clear()
                 self.queue_depth.set(0)
                 return None
             if not self.queue:  # closing, and everything submitted is answered
@@ -317,8 +345,7 @@ class Batcher:
         except Exception as error:  # the encoder failed: only the newcomers are affected
             log.exception("model %s: encoding %d sentences failed", self.model, sum(item.sentences for item in live))
             self.failures.inc()
-            for item in live:
-                _fail(item, DecodeFailed(f"model {self.model} failed to encode this request's batch: {error}"))
+            _hand_over([(item, DecodeFailed(f"model {self.model} failed to encode this request's batch: {error}")) for item in live])
             return
         lane.running += live
         self._count_inflight()
@@ -343,8 +370,7 @@ class Batcher:
         except Exception as error:  # the runtime failed on this batch: fail it, keep serving
             log.exception("model %s: decoder step on %d rows failed", self.model, rows)
             self.failures.inc()
-            for item in lane.running:
-                _fail(item, DecodeFailed(f"model {self.model} failed on the batch holding this request: {error}"))
+            _hand_over([(item, DecodeFailed(f"model {self.model} failed on the batch holding this request: {error}")) for item in lane.running])
             lane.running.clear()
             lane.batch = RunningBatch(lane.batch.start)
             self._count_inflight()
@@ -356,9 +382,8 @@ class Batcher:
         answered = [item for item in lane.running if id(item.search) in done or _sentences_finished(item)]
         for item in answered:
             lane.running.remove(item)
-            if not item.future.done():
-                item.future.set_result(item.search.results(*item.in_search))
         if answered:
+            _hand_over([(item, item.search.results(*item.in_search)) for item in answered])
             self._count_inflight()
 
 
@@ -376,7 +401,19 @@ def _name_native_thread(name: str) -> None:
         pass
 
 
-def _fail(item: WorkItem, error: Exception) -> None:
-    if not item.future.done():
-        item.future.set_exception(error)
+def _hand_over(outcomes: list[tuple[WorkItem, list | BaseException]]) -> None:
+    """Finished or failed items to the loops that await them: one call per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[WorkItem, list | BaseException]]] = {}
+    for item, outcome in outcomes:
+        by_loop.setdefault(item.answer.loop, []).append((item, outcome))
+    for loop, handed in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, handed)
+        except RuntimeError:  # that loop is closed: nobody awaits these any more
+            pass
+
+
+def _settle(handed: list[tuple[WorkItem, list | BaseException]]) -> None:
+    for item, outcome in handed:
+        item.answer.settle(item.part, outcome)
 

@@ -13,6 +13,7 @@ from prometheus_client import (
     Histogram,
     start_http_server,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,17 @@ class ServerMetrics:
         )
         self.models_loaded = Gauge("nmt_models_loaded", "1 once every model is loaded and warmed up.", registry=r)
         self.gpu_memory_used = Gauge("nmt_gpu_memory_used_bytes", "Memory in use on the GPU (all processes), read from NVML at scrape time.", ["gpu"], registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+
+    def child(self, metric: MetricWrapperBase, *values: str):
+        """metric.labels(*values), looked up once per label set: labels() checks and locks at
+        every call (6% of the event loop's time under 256 clients, py-spy). The label sets of
+        per-request metrics are bounded: the served models (or "unknown"), methods and codes."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def watch_gpu_memory(self, device_id: int) -> None:
         reader = NvmlMemoryReader.open(device_id)

@@ -3,6 +3,7 @@ each with its ONNX Runtime sessions and its batcher."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,13 @@ def warm_up(model: ServedModel) -> None:
     """One greedy and one beam search through the batcher, so the first client request does not
     pay for ONNX Runtime's lazy initialisation."""
     sources = model.translator.encode(["Warm-up."])
-    for beam_size in (1, 2):
-        options = SearchOptions(beam_size=beam_size, max_decoding_length=8)
-        for item in model.batcher.submit(sources, options):
-            item.future.result()
+    loop = asyncio.new_event_loop()  # this thread's own: loading runs beside the server's loop
+    try:
+        for beam_size in (1, 2):
+            options = SearchOptions(beam_size=beam_size, max_decoding_length=8)
+            loop.run_until_complete(model.batcher.submit(sources, options, loop).future)
+    finally:
+        loop.close()
 
 
 def load_and_warm_up(version_directory: Path, config: ServerConfig, metrics: ServerMetrics) -> ServedModel:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -204,32 +204,30 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
             code = grpc.StatusCode.UNKNOWN
             raise
         finally:
-            self.metrics.requests.labels(model=model_label, method=method, code=code.name).inc()
-            self.metrics.request_duration.labels(model=model_label, method=method).observe(time.perf_counter() - began)
+            self.metrics.child(self.metrics.requests, model_label, method, code.name).inc()
+            self.metrics.child(self.metrics.request_duration, model_label, method).observe(time.perf_counter() - began)
 
     async def _run(self, model: ServedModel, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
         options = search_options(requested_options(request.options), model, self.config)
         split = not request.HasField("split_sentences") or request.split_sentences
         prepared = prepare_texts(list(request.texts), model, self.config, split)
         sources = prepared.sources
+        loop = asyncio.get_running_loop()
         try:
-            items = model.batcher.submit(sources, options)
+            answer = model.batcher.submit(sources, options, loop)
         except Replaced:  # a newer version took over between resolving the model and now
             model = self.lifecycle.resolve(model.name, request.model_version)
-            items = model.batcher.submit(sources, options)
-        self.metrics.sentences.labels(model=model.name).inc(len(sources))
-        self.metrics.input_tokens.labels(model=model.name).inc(sum(len(s) for s in sources))
-        per_text = self.metrics.sentences_per_text.labels(model=model.name)
+            answer = model.batcher.submit(sources, options, loop)
+        self.metrics.child(self.metrics.sentences, model.name).inc(len(sources))
+        self.metrics.child(self.metrics.input_tokens, model.name).inc(sum(len(s) for s in sources))
+        per_text = self.metrics.child(self.metrics.sentences_per_text, model.name)
         for layout in prepared.texts:
             per_text.observe(len(layout.sentences))
-        answers = asyncio.gather(*(asyncio.wrap_future(item.future) for item in items))
         try:
-            parts = await _within_deadline(asyncio.shield(answers), context.time_remaining())
+            nbest = await _within_deadline(answer.future, context.time_remaining())
         except BaseException:  # deadline, cancellation: the work is dropped from queue and batch
-            for item in items:
-                model.batcher.cancel(item)
+            model.batcher.cancel(answer)
             raise
-        nbest = [hypotheses for part in parts for hypotheses in part]
         decoded = iter(model.translator.tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses]))
         texts = [[next(decoded) for _ in hypotheses] for hypotheses in nbest]
         response = pb.TranslateResponse(model=model.name, model_version=model.version)
@@ -242,10 +240,18 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
         return response
 
 
-async def _within_deadline(answer: Awaitable, seconds_left: float | None):
+async def _within_deadline(answer: asyncio.Future, seconds_left: float | None):
+    """The answer, or DeadlineExceeded once the call's time is up (a timer on the loop, not a
+    task wrapped around the answer as asyncio.wait_for makes)."""
     if seconds_left is None:
         return await answer
+    timer = answer.get_loop().call_later(seconds_left, _expire, answer, seconds_left)
     try:
-        return await asyncio.wait_for(answer, seconds_left)
-    except TimeoutError:
-        raise DeadlineExceeded(f"the deadline passed after the request was queued; it was dropped (allow more than {seconds_left:.3f} s)") from None
+        return await answer
+    finally:
+        timer.cancel()
+
+
+def _expire(answer: asyncio.Future, seconds_left: float) -> None:
+    if not answer.done():
+        answer.set_exception(DeadlineExceeded(f"the deadline passed after the request was queued; it was dropped (allow more than {seconds_left:.3f} s)"))
