@@ -64,8 +64,7 @@ def test_list_models_describes_the_default_models(server: RunningServer) -> None
     assert transformer.versions == [SHIPPED_VERSION] and transformer.architecture == "transformer" and transformer.variant == served_variant("transformer-en-de")
     assert (transformer.source_language, transformer.target_language, transformer.max_input_tokens) == ("en", "de", 128)
     assert set(transformer.available_variants) == {"fp32", "int8"}
-    # on a CPU the batch-invariant int8 is the default
-    assert all(m.batch_invariant and m.variant == "int8" for m in models.values())
+    assert all(m.batch_invariant and m.variant == "fp32" for m in models.values())
 
 
 def test_metrics_move_as_requests_are_served(server: RunningServer) -> None:

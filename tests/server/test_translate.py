@@ -8,11 +8,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from decoding.runtime import RuntimeConfig
+from decoding.translator import Translator
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from server.client import TranslatorClient
-from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy
-from tests.server.running_server import SHIPPED_VERSION, RunningServer, start_server
+from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy, served_variant
+from tests.server.running_server import SHIPPED_VERSION, RunningServer, shipped, start_server
 
 
 @pytest.mark.parametrize("model", DEFAULT_MODELS)
@@ -59,11 +61,14 @@ async def translate_concurrently(target: str, requests: list[tuple[str, list[str
         return await asyncio.gather(*calls)
 
 
-@pytest.mark.parametrize("policy, workers", [("inflight", 1), ("dynamic", 1), ("inflight", 2), ("dynamic", 2)])
-def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, direct: dict, policy: str, workers: int) -> None:
+@pytest.mark.parametrize(
+    "policy, workers, variant",
+    [("inflight", 1, "fp32"), ("dynamic", 1, "fp32"), ("inflight", 2, "fp32"), ("dynamic", 2, "fp32"), ("inflight", 2, "int8"), ("dynamic", 1, "int8")],
+)
+def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, direct: dict, policy: str, workers: int, variant: str) -> None:
     """64 clients at once, of both models, greedy and beam, one or several sentences: batching
     (of either policy, by one worker or by two sharing the queue and the sessions) changes no
-    answer."""
+    answer, in fp32 and in int8 (per-row activation scales: no scale is shared between rows)."""
     texts = TEST_SENTENCES[100:164]
     requests = []
     for index, text in enumerate(texts):
@@ -72,12 +77,14 @@ def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, 
         options = pb.DecodingOptions(beam_size=2) if index % 5 == 0 else None
         requests.append((model, batch, options))
     # greedy unless a request asks for a beam, as the expected answers below are computed
-    running = start_server(tmp_path, "--default-beam-size", "1", "--batching", policy, "--max-batch-size", "16", "--decode-workers", str(workers), "--intra-op-threads", str(3 - workers))
+    flags = ["--default-beam-size", "1", "--batching", policy, "--max-batch-size", "16", "--decode-workers", str(workers), "--intra-op-threads", str(3 - workers)]
+    running = start_server(tmp_path, *flags, "--variant", variant)
     try:
         responses = asyncio.run(translate_concurrently(running.target, requests))
     finally:
         assert running.stop() == 0
+    alone = {m: direct[m] if variant == served_variant(m) else Translator.from_repository(shipped(m), variant, RuntimeConfig(device="cpu")) for m in DEFAULT_MODELS}
     for (model, batch, options), response in zip(requests, responses):
-        search = direct[model].default_options(beam_size=options.beam_size if options else 1)
-        expected = [nbest[0].text for nbest in direct[model].translate_ids(direct[model].encode(batch), search)]
-        assert [t.text for t in response.translations] == expected, (policy, model, batch)
+        search = alone[model].default_options(beam_size=options.beam_size if options else 1)
+        expected = [nbest[0].text for nbest in alone[model].translate_ids(alone[model].encode(batch), search)]
+        assert [t.text for t in response.translations] == expected, (policy, variant, model, batch)

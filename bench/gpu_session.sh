@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A GPU run within what a lent GPU machine allows: at most 64 MiB travels per call (the tracked
+# tree, about 38 MB, included) and about 15 minutes of device time per session. ONNX Runtime's
+# CUDA build (256 MB) does not fit one call, so it travels in pieces, one call each, while the
+# machine stays up (it goes back about 30 s after a call); the machine's own python3 (PyTorch,
+# CUDA 13) runs everything.
+#
+#   bash bench/gpu_session.sh prepare   # here: wheels into .gpu/ (git-ignored), the CUDA build cut in pieces
+#   bash bench/gpu_session.sh receive   # there, once per piece: carry [".gpu/meta", ".gpu/pieces/NN"]
+#                                       # (the first call also says what the machine is)
+#   bash bench/gpu_session.sh run       # there, last: carry [".gpu/meta", ".gpu/wheels"]; joins the pieces,
+#                                       # installs, exports fp16, runs the CUDA tests and python -m bench.gpu;
+#                                       # docs/BENCHMARKS-GPU.md, its plot and the logs go to $OUT
+#
+# Pieces already received stay on the machine between calls (ignored paths that a call does not
+# carry are kept), so a call cut short is resent alone. Each step prints its seconds.
+set -euo pipefail
+
+GPU_DIR=.gpu
+ORT_WHEEL="onnxruntime-gpu>=1.31,<1.32"
+# What the server needs that the machine's image lacks or holds at other versions (pyproject.toml's pins).
+SMALL_WHEELS=("grpcio==1.85.1" "grpcio-health-checking==1.85.1" "grpcio-reflection==1.85.1" "protobuf==7.35.1" "sentencex>=1.0.32,<1.1")
+PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+CALL_LIMIT=$((64 * 1024 * 1024))
+MARGIN=$((3 * 1024 * 1024)) # untracked files that travel, rounding
+
+step() {
+    local began=$SECONDS
+    echo "== $1"
+    shift
+    "$@"
+    echo "== $((SECONDS - began)) s"
+}
+
+download() {
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${PLATFORMS[@]}" -d "$@"
+}
+
+prepare() {
+    rm -rf "$GPU_DIR" && mkdir -p "$GPU_DIR/wheels" "$GPU_DIR/pieces" "$GPU_DIR/meta" "$GPU_DIR/download"
+    download "$GPU_DIR/wheels" "${SMALL_WHEELS[@]}"
+    download "$GPU_DIR/download" "$ORT_WHEEL"
+    local wheel tracked piece
+    wheel=$(ls "$GPU_DIR"/download/*.whl)
+    tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+    piece=$((CALL_LIMIT - tracked - MARGIN))  # the small wheels travel with the last call
+    if [ "$piece" -lt $((4 * 1024 * 1024)) ]; then
+        echo "the tracked tree ($tracked bytes) leaves no room for pieces in a 64 MiB call" >&2
+        exit 1
+    fi
+    split --bytes="$piece" --numeric-suffixes --suffix-length=2 "$wheel" "$GPU_DIR/pieces/"
+    basename "$wheel" >"$GPU_DIR/meta/wheel-name"
+    (cd "$GPU_DIR/download" && sha256sum -- *.whl) >"$GPU_DIR/meta/wheel.sha256"
+    ls "$GPU_DIR/pieces" >"$GPU_DIR/meta/pieces"
+    rm -r "$GPU_DIR/download"
+    echo "tracked tree $tracked bytes, pieces of $piece bytes; the calls, one after another:"
+    local name
+    for name in $(cat "$GPU_DIR/meta/pieces"); do
+        echo "  run: bash bench/gpu_session.sh receive   carry: [\".gpu/meta\", \".gpu/pieces/$name\"]"
+    done
+    echo "  run: bash bench/gpu_session.sh run       carry: [\".gpu/meta\", \".gpu/wheels\"]"
+}
+
+missing_pieces() {
+    local name
+    for name in $(cat "$GPU_DIR/meta/pieces"); do
+        [ -f "$GPU_DIR/pieces/$name" ] || echo "$name"
+    done
+}
+
+machine() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" || true
+    nproc
+}
+
+receive() {
+    if [ ! -f "$GPU_DIR/machine" ]; then
+        step "the machine" machine | tee "$GPU_DIR/machine"
+    fi
+    echo "pieces still missing: $(missing_pieces | tr '\n' ' ')"
+}
+
+install() {
+    local wheel
+    wheel="/tmp/$(cat "$GPU_DIR/meta/wheel-name")"
+    cat "$GPU_DIR"/pieces/* >"$wheel"
+    (cd /tmp && sha256sum --check --quiet "$OLDPWD/$GPU_DIR/meta/wheel.sha256")
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheel" "$GPU_DIR"/wheels/*.whl
+    python3 -c "import onnxruntime as ort; ort.preload_dlls(); print(ort.__version__, ort.get_available_providers())"
+}
+
+export_fp16() {
+    local model
+    for model in transformer-en-de rnn-en-de; do
+        python3 -m export --checkpoint "checkpoints/$model/model.pt" --name "$model" --version 2 --variants fp32 fp16 --out models-gpu --overwrite
+    done
+}
+
+run() {
+    local missing
+    missing=$(missing_pieces)
+    if [ -n "$missing" ]; then
+        echo "pieces missing, send them first: $missing" >&2
+        exit 1
+    fi
+    export PYTHONPATH="/tmp/site:$PWD"
+    local out="${OUT:-/tmp/gpu-out}"
+    mkdir -p "$out"
+    step "install ONNX Runtime's CUDA build and the server's wheels" install 2>&1 | tee "$out/install.log"
+    step "export fp16 graphs (parity checked on the GPU)" export_fp16 2>&1 | tee "$out/export.log"
+    step "the CUDA tests" python3 -m pytest -q -p no:cacheprovider tests/export/test_export.py 2>&1 | tee "$out/tests.log"
+    step "python -m bench.gpu" python3 -m bench.gpu --repository models-gpu 2>&1 | tee "$out/bench-gpu.log"
+    cp docs/BENCHMARKS-GPU.md docs/bench-gpu.png "$out/"
+}
+
+case "${1:-}" in
+prepare) prepare ;;
+receive) receive ;;
+run) run ;;
+*)
+    sed -n '2,17p' "$0"
+    exit 2
+    ;;
+esac
