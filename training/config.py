@@ -59,6 +59,10 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop after this many optimizer steps, whatever the epoch
     seed: int = 1
+    # Weights to start from (a checkpoint of the same model, e.g. an average of a run's last
+    # epochs, fp16 or fp32): training goes on from them with a fresh optimizer and schedule, and
+    # the run uses the tokenizer beside them. None: random initialisation.
+    init_from: str | None = None
     checkpoint_every: int = 200  # steps between last.pt checkpoints (with optimizer state)
     keep_epoch_checkpoints: int = 5  # weights of the last N epochs, for averaging
     # Validation BLEU (greedy) picks best.pt; decoding 1,000 sentences costs seconds to minutes.

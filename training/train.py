@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -134,8 +135,12 @@ class Trainer:
         self.device = context.device
         self.special = SpecialIds()
         out_dir.mkdir(parents=True, exist_ok=True)
+        initial = torch.load(config.init_from, map_location="cpu", weights_only=True) if config.init_from else None
         if context.is_main:
             (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+            if initial is not None and not (out_dir / TOKENIZER_FILE).exists():
+                # the ids the weights were trained on; a tokenizer trained again could differ
+                shutil.copyfile(Path(config.init_from).parent / initial["spec"]["tokenizer_file"], out_dir / TOKENIZER_FILE)
             self.tokenizer = prepare_tokenizer(config, out_dir)
         if context.enabled:
             torch.distributed.barrier()
@@ -157,6 +162,10 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.model = build_model(self.spec).to(self.device)
+        if initial is not None:
+            if initial["spec"] != self.spec.to_dict():
+                raise ValueError(f"init_from {config.init_from} holds another model than the config describes: {initial['spec']} against {self.spec.to_dict()}")
+            self.model.load_state_dict(initial["model"])  # fp16 weights are cast to the parameters' fp32
         self.trained_model: torch.nn.Module = (
             DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
             if context.enabled

@@ -121,3 +121,19 @@ def test_torchrun_trains_with_two_processes(tiny_corpus: Path, tmp_path: Path) -
     history = json.loads((run / "history.json").read_text())
     assert [entry["epoch"] for entry in history] == [1, 2]
     assert (run / "best.pt").exists()
+
+
+def test_a_run_started_from_a_checkpoints_weights_begins_with_them_and_its_tokenizer(tiny_corpus: Path, tmp_path: Path) -> None:
+    """init_from: an averaged fp16 checkpoint's weights (cast to fp32) and the tokenizer beside it
+    are where the new run starts; with a learning rate of 0 one step leaves them as they were."""
+    first = tmp_path / "first"
+    train(tiny_config(tiny_corpus, epochs=2), first)
+    average_checkpoints([first / "epoch1.pt", first / "epoch2.pt"], first / "half.pt", half=True)
+    more = tmp_path / "more"
+    train(tiny_config(tiny_corpus, max_steps=1, init_from=str(first / "half.pt"), optim__learning_rate=0.0, optim__weight_decay=0.0), more)
+    start, after = torch.load(first / "half.pt", weights_only=True)["model"], torch.load(more / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(start[name].float(), after[name]) for name in start)
+    assert (more / "tokenizer.model").read_bytes() == (first / "tokenizer.model").read_bytes()
+    other = tiny_config(tiny_corpus, max_steps=1, init_from=str(first / "half.pt"), model__d_model=32)
+    with pytest.raises(ValueError, match="another model"):
+        train(other, tmp_path / "other")
