@@ -31,6 +31,7 @@ from nmt_spec.graph_names import (
     ENCODER_INPUT_IDS,
     LOG_PROBS,
     OUTPUT_ATTENTIONS,
+    OUTPUT_LOG_PROBS,
     POSITION_IDS,
     TOP_IDS,
     TOP_K,
@@ -76,11 +77,12 @@ class OnnxSeq2Seq:
         self.takes_decoder_mask = DECODER_MASK in decoder_inputs
         self.takes_attention_switch = OUTPUT_ATTENTIONS in decoder_inputs
         self.takes_top_k = TOP_K in decoder_inputs  # graphs exported before it have none
+        self.takes_log_probs_switch = OUTPUT_LOG_PROBS in decoder_inputs  # before it, log_probs always came out
         self.selects_tokens = self.takes_top_k  # steps may read only the best tokens (a switch, for comparisons)
         # The RNN's attention is part of its step; the Transformer's is computed when asked.
         self.attention_output = next((name for name in (CROSS_ATTENTIONS, ATTENTION_WEIGHTS) if name in self.decoder_outputs), None)
         for name, shape in decoder_inputs.items():
-            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS, TOP_K):
+            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS, OUTPUT_LOG_PROBS, TOP_K):
                 continue
             if name in encoder_outputs:
                 self.constant_inputs.append(name)
@@ -128,6 +130,8 @@ class OnnxSeq2Seq:
         feeds = {}
         if self.takes_top_k:
             feeds[TOP_K] = np.array([max(top_k, 1)], dtype=np.int64)
+        if self.takes_log_probs_switch:
+            feeds[OUTPUT_LOG_PROBS] = np.array(not top_k)
         if self.takes_positions:
             feeds[POSITION_IDS] = rows.positions.reshape(-1, 1)
         if self.takes_decoder_mask:

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from nmt_spec.graph_names import LOG_PROBS, TOP_IDS, TOP_K, TOP_LOG_PROBS
+from nmt_spec.graph_names import LOG_PROBS, OUTPUT_LOG_PROBS, TOP_IDS, TOP_K, TOP_LOG_PROBS
 
 MICROSOFT_DOMAIN = "com.microsoft"
 OPSET = 17  # LayerNormalization is an ONNX op from opset 17 on
@@ -66,11 +66,24 @@ class GraphBuilder:
         """The decoder step's ends: log_probs (B, V), and for the input top_k the best K tokens of
         each row with their log-probabilities, computed where the distribution is (TopK breaks
         ties towards the lower id, as numpy's argmax)."""
-        log_probs = self.output(self.op("LogSoftmax", [logits], axis=-1), LOG_PROBS, FLOAT, ["batch_size", vocab_size])
+        log_probs = self.op("LogSoftmax", [logits], axis=-1)
         k = self.input(TOP_K, INT64, [1])
         values, indices = self.op("TopK", [log_probs, k], outputs=2, axis=-1, largest=1, sorted=1)
         self.output(values, TOP_LOG_PROBS, FLOAT, ["batch_size", "top_k"])
         self.output(indices, TOP_IDS, INT64, ["batch_size", "top_k"])
+        # Copying the distribution out cost as much as the TopK that reads it (64 rows: 110 us
+        # a step), so it leaves the graph only when asked.
+        wanted = self.input(OUTPUT_LOG_PROBS, BOOL, [])
+        full = self.op("If", [wanted], then_branch=self._pass_through(log_probs, vocab_size), else_branch=self._empty_rows(vocab_size))
+        self.output(full, LOG_PROBS, FLOAT, ["log_probs_rows", vocab_size])
+
+    def _pass_through(self, value: str, vocab_size: int) -> onnx.GraphProto:
+        branch = GraphBuilder("log_probs", prefix=f"{self.prefix}log_probs_branch.")
+        branch.output(branch.op("Identity", [value]), branch.fresh("log_probs"), FLOAT, ["log_probs_rows", vocab_size])
+        return branch.subgraph()
+
+    def _empty_rows(self, vocab_size: int) -> onnx.GraphProto:
+        return empty_branch("no_log_probs", f"{self.prefix}empty_log_probs_branch.", ["log_probs_rows", vocab_size])
 
     def tied_embedding(self, ids: str, transposed_table: str) -> str:
         """Rows of the embedding for ids -> ids.shape + (D,), read from the (D, V) transpose that
@@ -103,3 +116,13 @@ class GraphBuilder:
         )
         onnx.checker.check_model(model, full_check=False)
         return model
+
+
+def empty_branch(name: str, prefix: str, declared: list[int | str]) -> onnx.GraphProto:
+    """An If branch whose one output is an empty float tensor of the declared shape (its symbolic
+    axes 0 long): what a step returns for an output nobody asked for."""
+    branch = GraphBuilder(name, prefix=prefix)
+    shape = branch.constant(branch.fresh("shape"), np.array([size if isinstance(size, int) else 0 for size in declared], np.int64))
+    empty = branch.op("ConstantOfShape", [shape], value=helper.make_tensor("zero", FLOAT, [1], [0.0]))
+    branch.output(empty, branch.fresh("empty"), FLOAT, declared)
+    return branch.subgraph()

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import onnx
 
-from export.graph_builder import BOOL, FLOAT, INT32, INT64, MICROSOFT_DOMAIN, GraphBuilder
+from export.graph_builder import BOOL, FLOAT, INT32, INT64, MICROSOFT_DOMAIN, GraphBuilder, empty_branch
 from nmt_spec import ModelSpec, TransformerConfig
 from nmt_spec.graph_names import (
     CROSS_ATTENTIONS,
@@ -254,7 +254,4 @@ def _cross_attentions(t: _TransformerGraph, queries: list[tuple[str, str]], mask
 
 
 def _no_attentions(layers: int) -> onnx.GraphProto:
-    b = GraphBuilder("no_attentions", prefix="empty_branch.")
-    empty = b.op("ConstantOfShape", [b.constant(b.fresh("shape"), np.array([0, layers, 0], np.int64))], value=onnx.helper.make_tensor("zero", FLOAT, [1], [0.0]))
-    b.output(empty, b.fresh("empty"), FLOAT, ["attention_rows", layers, "attention_length"])
-    return b.subgraph()
+    return empty_branch("no_attentions", "empty_branch.", ["attention_rows", layers, "attention_length"])

@@ -11,8 +11,11 @@ POSITION_IDS = "position_ids"  # int64 (B, 1): the target position each row is d
 # at different positions can share one cache tensor (in-flight batching).
 DECODER_MASK = "decoder_attention_mask"
 # float (B, V): log-softmax of the next-token logits, computed in the graph (vectorised and
-# multi-threaded there, where numpy would spend a tenth of a decoder step on it).
+# multi-threaded there, where numpy would spend a tenth of a decoder step on it). Graphs with the
+# bool input output_log_probs copy it out only when that is true (else an empty (0, V) tensor):
+# a search that reads top_k tokens leaves the (B, V) copy undone.
 LOG_PROBS = "log_probs"
+OUTPUT_LOG_PROBS = "output_log_probs"
 # The top_k (int64 [1]) best next tokens of each row, best first, with their log-probabilities:
 # (B, K) each. A search that needs no more reads these instead of the (B, V) distribution
 # (greedy: K = 1; beam k: K = 2k holds the k best non-eos candidates of a sentence).

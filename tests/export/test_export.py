@@ -25,6 +25,7 @@ from export.decoding_choice import DecodingTrial, best_trial
 from export.exporter import ExportConfig, export_model
 from export.shared_weights import SHARED_WEIGHTS_FILE
 from nmt_spec import Tokenizer
+from nmt_spec.graph_names import DECODER_INPUT_IDS, LOG_PROBS
 from nmt_spec.manifest import Manifest, ManifestError
 from tests.tiny_runs import PARALLEL_PAIRS, tiny_config, write_tiny_corpus
 from training.checkpoint import load_model
@@ -404,3 +405,21 @@ def test_tokens_selected_in_the_graph_give_the_answers_of_the_whole_distribution
     assert decoder.step(np.full(4, translator.spec.special_ids.bos)) is None
     ids, scores = decoder.top
     assert ids.shape == scores.shape == (4, 5) and np.all(np.diff(scores, axis=1) <= 0)
+    full = translator.model.start(pad_ids(sources[:4], translator.spec.special_ids.pad)).step(np.full(4, translator.spec.special_ids.bos))
+    assert full.shape == (4, translator.spec.config.vocab_size)
+    np.testing.assert_array_equal(np.take_along_axis(full, ids, axis=1), scores)
+    np.testing.assert_allclose(np.sort(full, axis=1)[:, ::-1][:, :5], scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_step_that_selects_tokens_copies_no_distribution_out(exported: dict, architecture: str) -> None:
+    """log_probs leaves the graph only when output_log_probs asks for it: a (0, V) tensor otherwise."""
+    _, version = exported[architecture]
+    translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    model = translator.model
+    decoder = model.start(pad_ids(translator.encode(SOURCES[:3]), translator.spec.special_ids.pad))
+    tokens = np.full((3, 1), translator.spec.special_ids.bos, dtype=np.int64)
+    for top_k, rows in ((2, 0), (0, 3)):
+        feeds = {DECODER_INPUT_IDS: tokens, **model.step_feeds(decoder.rows, decoder.rows.next_mask(), False, top_k), **decoder.constants, **decoder.state}
+        (log_probs,) = model.decoder.run([LOG_PROBS], feeds)
+        assert log_probs.shape == (rows, translator.spec.config.vocab_size)
