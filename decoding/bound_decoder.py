@@ -5,7 +5,7 @@ on the device. The same code binds to CPU memory too, which is how machines with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 
 from decoding.graph_io import RowPositions, concat_rows, place_rows, present_name
 from decoding.runtime import CPU, CUDA
+from decoding.step_graphs import StepGraphs
 from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
     ENCODER_INPUT_IDS,
@@ -20,9 +21,6 @@ from nmt_spec.graph_names import (
     TOP_IDS,
     TOP_LOG_PROBS,
 )
-
-if TYPE_CHECKING:
-    from decoding.onnx_decoder import OnnxSeq2Seq
 
 # Cache slots left empty by rows that finished are dropped once there are this many: each drop
 # is a round trip through host memory.
@@ -63,7 +61,7 @@ class DeviceRowSelector:
 
 
 class BoundIncrementalDecoder:
-    def __init__(self, model: OnnxSeq2Seq, source_ids: np.ndarray, selector: DeviceRowSelector) -> None:
+    def __init__(self, model: StepGraphs, source_ids: np.ndarray, selector: DeviceRowSelector) -> None:
         self.model = model
         self.selector = selector
         self.device, self.device_id = selector.device, selector.device_id
