@@ -1,18 +1,16 @@
 """The incremental decoder whose tensors stay where its session computes (IOBinding): on CUDA,
-encoder outputs and caches stay in GPU memory. Each step only token ids go to the device and
-log-probabilities come back; beam reordering and finished sentences leaving the batch are Gathers
-on the device. The same code binds to CPU memory too, which is how machines without a GPU test it."""
+encoder outputs and caches stay in GPU memory. Each step only token ids go to the device and the
+selected tokens (or log-probabilities) come back; beams reordered, finished rows dropped and
+newcomers joining are row operations on the device (decoding/device_rows.py). The same code binds
+to CPU memory too, which is how machines without a GPU test it."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
-from decoding.graph_io import RowPositions, concat_rows, place_rows, present_name
-from decoding.runtime import CPU, CUDA
+from decoding.device_rows import DeviceRows
+from decoding.graph_io import RowPositions, present_name
 from decoding.step_graphs import StepGraphs
 from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
@@ -23,48 +21,15 @@ from nmt_spec.graph_names import (
 )
 
 # Cache slots left empty by rows that finished are dropped once there are this many: each drop
-# is a round trip through host memory.
+# copies every cache (on the device), and a masked slot costs a step little.
 DROP_UNUSED_SLOTS_AT = 16
-ELEMENT_TYPES = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16, "tensor(int32)": TensorProto.INT32}
-
-
-def _row_gather_model(element_type: int) -> bytes:
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["data", "rows"], ["selected"], axis=0)],
-        "select_rows",
-        [helper.make_tensor_value_info("data", element_type, None), helper.make_tensor_value_info("rows", TensorProto.INT64, [None])],
-        [helper.make_tensor_value_info("selected", element_type, None)],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
-
-
-class DeviceRowSelector:
-    """Gather along the batch axis without leaving the device, one small session per element type."""
-
-    def __init__(self, device: Literal["cuda", "cpu"] = "cuda", device_id: int = 0) -> None:
-        self.device = device
-        self.device_id = device_id
-        self.providers = [(CUDA, {"device_id": str(device_id)})] if device == "cuda" else [CPU]
-        self.sessions: dict[str, ort.InferenceSession] = {}
-
-    def select(self, value: ort.OrtValue, rows: ort.OrtValue) -> ort.OrtValue:
-        element_type = value.data_type()
-        if element_type not in self.sessions:
-            self.sessions[element_type] = ort.InferenceSession(_row_gather_model(ELEMENT_TYPES[element_type]), providers=self.providers)
-        session = self.sessions[element_type]
-        binding = session.io_binding()
-        binding.bind_ortvalue_input("data", value)
-        binding.bind_ortvalue_input("rows", rows)
-        binding.bind_output("selected", self.device, self.device_id)
-        session.run_with_iobinding(binding)
-        return binding.get_outputs()[0]
 
 
 class BoundIncrementalDecoder:
-    def __init__(self, model: StepGraphs, source_ids: np.ndarray, selector: DeviceRowSelector) -> None:
+    def __init__(self, model: StepGraphs, source_ids: np.ndarray, rows: DeviceRows) -> None:
         self.model = model
-        self.selector = selector
-        self.device, self.device_id = selector.device, selector.device_id
+        self.device_rows = rows
+        self.device, self.device_id = rows.device, rows.device_id
         binding = model.encoder.io_binding()
         binding.bind_cpu_input(ENCODER_INPUT_IDS, np.ascontiguousarray(source_ids, dtype=np.int64))
         for name in model.encoder_outputs:
@@ -110,7 +75,7 @@ class BoundIncrementalDecoder:
         if unused and (unused >= DROP_UNUSED_SLOTS_AT or not self.model.takes_decoder_mask):
             self.rows.drop_leading(unused)
             self.state = {
-                name: self.to_device(self.model.drop_leading_slots(name, value.numpy(), unused)) if self.model.pads_at_start(name) else value
+                name: self.device_rows.drop_leading(value, self.model.padding[name], unused) if self.model.pads_at_start(name) else value
                 for name, value in self.state.items()
             }
         if self.top_k:
@@ -119,26 +84,20 @@ class BoundIncrementalDecoder:
         return outputs[LOG_PROBS].numpy()
 
     def select(self, rows: np.ndarray) -> None:
-        on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(rows, dtype=np.int64), self.device, self.device_id)
         if not self.rows.sentences_after(rows):  # beams reordered within their sentences keep them
-            self.constants = {name: self.selector.select(value, on_device) for name, value in self.constants.items()}
-        self.state = {name: self.selector.select(value, on_device) for name, value in self.state.items()}
+            self.constants = {name: self.device_rows.select(value, rows) for name, value in self.constants.items()}
+        self.state = {name: self.device_rows.select(value, rows) for name, value in self.state.items()}
         self.rows.select(rows)
 
     def extend(self, other: BoundIncrementalDecoder) -> None:
-        """Through host memory: newcomers join a running batch a few times per second at most."""
-
-        def joined(name: str, first: ort.OrtValue, second: ort.OrtValue) -> ort.OrtValue:
-            return self.to_device(concat_rows(first.numpy(), second.numpy(), self.model.padding[name]))
-
-        self.constants = {name: joined(name, value, other.constants[name]) for name, value in self.constants.items()}
-        self.state = {name: joined(name, value, other.state[name]) for name, value in self.state.items()}
+        padding = self.model.padding
+        self.constants = {name: self.device_rows.concat(value, other.constants[name], padding[name]) for name, value in self.constants.items()}
+        self.state = {name: self.device_rows.concat(value, other.state[name], padding[name]) for name, value in self.state.items()}
         self.rows.extend(other.rows)
 
     def place(self, rows: np.ndarray, other: BoundIncrementalDecoder) -> None:
-        def placed(name: str, target: ort.OrtValue, incoming: ort.OrtValue) -> ort.OrtValue:
-            return self.to_device(place_rows(target.numpy(), rows, incoming.numpy(), self.model.padding[name]))
-
-        self.constants = {name: placed(name, value, other.constants[name]) for name, value in self.constants.items()}
-        self.state = {name: placed(name, value, other.state[name]) for name, value in self.state.items()}
+        """Overwrite these (dead) rows with the rows of another decoder of the same model."""
+        padding = self.model.padding
+        self.constants = {name: self.device_rows.place(value, rows, other.constants[name], padding[name]) for name, value in self.constants.items()}
+        self.state = {name: self.device_rows.place(value, rows, other.state[name], padding[name]) for name, value in self.state.items()}
         self.rows.place(rows, other.rows)

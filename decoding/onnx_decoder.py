@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from decoding.bound_decoder import BoundIncrementalDecoder, DeviceRowSelector
+from decoding.bound_decoder import BoundIncrementalDecoder
+from decoding.device_rows import DeviceRows
 from decoding.graph_io import RowPositions, concat_rows, place_rows, present_name
 from decoding.runtime import CUDA
 from decoding.step_graphs import StepGraphs
@@ -28,14 +29,14 @@ class OnnxSeq2Seq(StepGraphs):
         rest: StepGraphs'."""
         super().__init__(encoder, decoder, pad_id=pad_id, attention_layer=attention_layer)
         on_cuda = decoder.get_providers()[0] == CUDA
-        self.row_selector = None
+        self.device_rows = None
         if bind_to_device or (bind_to_device is None and on_cuda):
-            self.row_selector = DeviceRowSelector("cuda", int(decoder.get_provider_options()[CUDA]["device_id"])) if on_cuda else DeviceRowSelector("cpu")
+            self.device_rows = DeviceRows("cuda", int(decoder.get_provider_options()[CUDA]["device_id"])) if on_cuda else DeviceRows("cpu")
 
     def start(self, source_ids: np.ndarray) -> OnnxIncrementalDecoder | BoundIncrementalDecoder:
         """A decoder for a padded (B, S) batch; bound to the device, its tensors stay there."""
-        if self.row_selector is not None:
-            return BoundIncrementalDecoder(self, source_ids, self.row_selector)
+        if self.device_rows is not None:
+            return BoundIncrementalDecoder(self, source_ids, self.device_rows)
         return OnnxIncrementalDecoder(self, source_ids)
 
 

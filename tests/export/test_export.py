@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import numpy_helper
 import pytest
 import torch
@@ -210,7 +211,7 @@ def test_graphs_on_cuda_translate_as_on_the_cpu(exported: dict, architecture: st
     _, version = exported[architecture]
     on_cpu = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
     on_cuda = Translator.from_repository(version, variant, RuntimeConfig(device="cuda"))
-    assert on_cuda.model.decoder.get_providers()[0] == CUDA and on_cuda.model.row_selector is not None
+    assert on_cuda.model.decoder.get_providers()[0] == CUDA and on_cuda.model.device_rows is not None
     assert on_cuda.translate(SOURCES) == on_cpu.translate(SOURCES)
     source = pad_ids(on_cpu.encode(SOURCES), on_cpu.spec.special_ids.pad)
     first = np.full(len(SOURCES), on_cpu.spec.special_ids.bos)
@@ -259,10 +260,12 @@ def test_empty_cache_has_no_past_positions(exported: dict) -> None:
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("beam_size", [1, 3])
 @pytest.mark.parametrize("where", WHERE)
-def test_sentences_joining_a_running_batch_get_the_answers_they_get_alone(exported: dict, architecture: str, beam_size: int, where: str) -> None:
+def test_sentences_joining_a_running_batch_get_the_answers_they_get_alone(exported: dict, architecture: str, beam_size: int, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-flight batching: newcomers are encoded and join between two steps, at position 0
     while the others are further on; a search dropped midway takes only its own rows along.
-    Answers alone come from the host decoder on the CPU, the running batch's from `where`."""
+    Answers alone come from the host decoder on the CPU, the running batch's from `where`,
+    where no cache or encoder output ever comes back to the host: only the steps' selected
+    tokens, (rows, k), or distributions, (rows, V)."""
     _, version = exported[architecture]
     translator = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
     special = translator.spec.special_ids
@@ -271,6 +274,9 @@ def test_sentences_joining_a_running_batch_get_the_answers_they_get_alone(export
     alone = [translator.translate_ids([source], options)[0] for source in sources]
 
     model = decoding_model(version, where)
+    fetched: list[int] = []  # the rank of every bound value copied to the host
+    to_host = ort.OrtValue.numpy
+    monkeypatch.setattr(ort.OrtValue, "numpy", lambda value: fetched.append(len(value.shape())) or to_host(value))
     batch = RunningBatch(lambda batch_sources: model.start(pad_ids(batch_sources, special.pad)))
     searches, pending, cancelled, step = {}, list(range(len(sources))), None, 0
     while pending or batch.searches:
@@ -286,6 +292,7 @@ def test_sentences_joining_a_running_batch_get_the_answers_they_get_alone(export
             batch.step()
         step += 1
     assert cancelled is not None and len(searches) == len(sources) - 1
+    assert where == "host" or (fetched and max(fetched) == 2)
     for index, search in searches.items():
         got = search.results()[0]
         assert [h.tokens for h in got] == [h.tokens for h in alone[index]], SOURCES[index]

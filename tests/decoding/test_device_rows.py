@@ -1,0 +1,52 @@
+"""The row operations a bound decoder runs on its device, against the numpy ones the host
+decoder uses (decoding/graph_io.py), on CPU-bound ONNX Runtime values."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from decoding.device_rows import DeviceRows
+from decoding.graph_io import Padding, concat_rows, drop_leading, place_rows
+
+PADDINGS = [Padding(axis=2, at_start=True), Padding(axis=1, at_start=False), None]
+DTYPES = [np.float32, np.float16, np.int32]
+
+
+def bound(array: np.ndarray) -> ort.OrtValue:
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cpu", 0)
+
+
+def tensor(rng: np.random.Generator, rows: int, length: int, dtype: type, padding: Padding | None) -> np.ndarray:
+    """(rows, 3, 4, 4) with `length` along the padded axis."""
+    shape = [rows, 3, 4, 4]
+    if padding is not None:
+        shape[padding.axis] = length
+    return (rng.standard_normal(shape) * 100).astype(dtype)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_each_operation_gives_the_host_decoders_result(padding: Padding | None, dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    device = DeviceRows("cpu")
+    running, newcomers = tensor(rng, 5, 6, dtype, padding), tensor(rng, 2, 3, dtype, padding)
+    rows = np.array([4, 0, 0, 2])
+    np.testing.assert_array_equal(device.select(bound(running), rows).numpy(), running[rows])
+    np.testing.assert_array_equal(device.concat(bound(running), bound(newcomers), padding).numpy(), concat_rows(running, newcomers, padding))
+    np.testing.assert_array_equal(device.concat(bound(newcomers), bound(running), padding).numpy(), concat_rows(newcomers, running, padding))
+    dead = np.array([3, 1])
+    np.testing.assert_array_equal(device.place(bound(running), dead, bound(newcomers), padding).numpy(), place_rows(running.copy(), dead, newcomers, padding))
+    if padding is not None:
+        np.testing.assert_array_equal(device.drop_leading(bound(running), padding, 2).numpy(), drop_leading(running, padding, 2))
+
+
+def test_a_longer_newcomer_pads_the_running_rows() -> None:
+    """Newcomers whose source is longer than every running row's widen the encoder outputs."""
+    rng = np.random.default_rng(1)
+    padding = Padding(axis=1, at_start=False)
+    running, newcomer = tensor(rng, 3, 2, np.float32, padding), tensor(rng, 1, 5, np.float32, padding)
+    placed = DeviceRows("cpu").place(bound(running), np.array([1]), bound(newcomer), padding).numpy()
+    assert placed.shape == (3, 5, 4, 4)
+    np.testing.assert_array_equal(placed, place_rows(running.copy(), np.array([1]), newcomer, padding))
