@@ -109,7 +109,7 @@ run() {
     mkdir -p "$out"
     step "install ONNX Runtime's CUDA build and the server's wheels" install 2>&1 | tee "$out/install.log"
     step "export fp16 graphs (parity checked on the GPU)" export_fp16 2>&1 | tee "$out/export.log"
-    step "the CUDA tests" python3 -m pytest -q -p no:cacheprovider tests/export/test_export.py 2>&1 | tee "$out/tests.log"
+    step "the CUDA tests" python3 -m pytest -q -p no:cacheprovider tests/export/test_export.py tests/decoding 2>&1 | tee "$out/tests.log"
     step "python -m bench.gpu" python3 -m bench.gpu --repository models-gpu 2>&1 | tee "$out/bench-gpu.log"
     cp docs/BENCHMARKS-GPU.md docs/bench-gpu.png "$out/"
 }

@@ -1,5 +1,6 @@
 """The row operations a bound decoder runs on its device, against the numpy ones the host
-decoder uses (decoding/graph_io.py), on CPU-bound ONNX Runtime values."""
+decoder uses (decoding/graph_io.py), on ONNX Runtime values bound to CPU memory and, with a GPU,
+to GPU memory."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import onnxruntime as ort
 import pytest
 
 from decoding.device_rows import DeviceRows
+from decoding.runtime import cuda_device_present
 from decoding.graph_io import Padding, concat_rows, drop_leading, place_rows
 
 PADDINGS = [Padding(axis=2, at_start=True), Padding(axis=1, at_start=False), None]
 DTYPES = [np.float32, np.float16, np.int32]
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not cuda_device_present(), reason="no CUDA device on this machine"))]
 
 
-def bound(array: np.ndarray) -> ort.OrtValue:
-    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cpu", 0)
+def binder(device: str):
+    return lambda array: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, 0)
 
 
 def tensor(rng: np.random.Generator, rows: int, length: int, dtype: type, padding: Padding | None) -> np.ndarray:
@@ -28,9 +31,10 @@ def tensor(rng: np.random.Generator, rows: int, length: int, dtype: type, paddin
 
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_each_operation_gives_the_host_decoders_result(padding: Padding | None, dtype: type) -> None:
+@pytest.mark.parametrize("where", DEVICES)
+def test_each_operation_gives_the_host_decoders_result(padding: Padding | None, dtype: type, where: str) -> None:
     rng = np.random.default_rng(0)
-    device = DeviceRows("cpu")
+    device, bound = DeviceRows(where), binder(where)
     running, newcomers = tensor(rng, 5, 6, dtype, padding), tensor(rng, 2, 3, dtype, padding)
     rows = np.array([4, 0, 0, 2])
     np.testing.assert_array_equal(device.select(bound(running), rows).numpy(), running[rows])
@@ -47,6 +51,7 @@ def test_a_longer_newcomer_pads_the_running_rows() -> None:
     rng = np.random.default_rng(1)
     padding = Padding(axis=1, at_start=False)
     running, newcomer = tensor(rng, 3, 2, np.float32, padding), tensor(rng, 1, 5, np.float32, padding)
+    bound = binder("cpu")
     placed = DeviceRows("cpu").place(bound(running), np.array([1]), bound(newcomer), padding).numpy()
     assert placed.shape == (3, 5, 4, 4)
     np.testing.assert_array_equal(placed, place_rows(running.copy(), np.array([1]), newcomer, padding))
