@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from decoding.batch_rows import BatchRows
 from decoding.device_rows import DeviceRows
-from decoding.graph_io import RowPositions, present_name
+from decoding.graph_io import present_name
 from decoding.step_graphs import StepGraphs
 from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
@@ -25,10 +26,8 @@ from nmt_spec.graph_names import (
 DROP_UNUSED_SLOTS_AT = 16
 
 
-class BoundIncrementalDecoder:
+class BoundIncrementalDecoder(BatchRows):
     def __init__(self, model: StepGraphs, source_ids: np.ndarray, rows: DeviceRows) -> None:
-        self.model = model
-        self.device_rows = rows
         self.device, self.device_id = rows.device, rows.device_id
         binding = model.encoder.io_binding()
         binding.bind_cpu_input(ENCODER_INPUT_IDS, np.ascontiguousarray(source_ids, dtype=np.int64))
@@ -36,17 +35,8 @@ class BoundIncrementalDecoder:
             binding.bind_output(name, self.device, self.device_id)
         model.encoder.run_with_iobinding(binding)
         encoded = dict(zip(model.encoder_outputs, binding.get_outputs()))
-        self.constants, self.state = model.split_encoded(
-            encoded,
-            source_ids.shape[0],
-            self.to_device,
-        )
-        self.rows = RowPositions(source_ids.shape[0])
-        self.output_attentions = False
-        self.attention: np.ndarray | None = None
-        self.selects_tokens = model.selects_tokens
-        self.top_k = 0
-        self.top: tuple[np.ndarray, np.ndarray] | None = None
+        constants, state = model.split_encoded(encoded, source_ids.shape[0], self.to_device)
+        super().__init__(model, rows, constants, state, source_ids.shape[0])
 
     def to_device(self, array: np.ndarray) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, self.device_id)
@@ -55,14 +45,17 @@ class BoundIncrementalDecoder:
         decoder = self.model.decoder
         binding = decoder.io_binding()
         binding.bind_cpu_input(DECODER_INPUT_IDS, np.ascontiguousarray(tokens.reshape(-1, 1), dtype=np.int64))
-        mask = self.rows.next_mask()
+        mask = self.next_mask()
         for name, value in self.model.step_feeds(self.rows, mask, self.output_attentions, self.top_k).items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name, value in (self.constants | self.state).items():
             binding.bind_ortvalue_input(name, value)
-        to_host = set(self.model.step_fetches(self.output_attentions, self.top_k)) - {present_name(name) for name in self.state}
+        presents = {present_name(name): name for name in self.state}
+        to_host = set(self.model.step_fetches(self.output_attentions, self.top_k)) - set(presents)
         for name in self.model.decoder_outputs:
-            if name in to_host:
+            if name in presents and self.model.writes_caches_in_place:
+                binding.bind_ortvalue_output(name, self.state[presents[name]])  # the step writes its slot into the past buffer
+            elif name in to_host:
                 binding.bind_output(name)  # to the host: the search reads it
             else:
                 binding.bind_output(name, self.device, self.device_id)
@@ -71,33 +64,8 @@ class BoundIncrementalDecoder:
         self.state = {name: outputs[present_name(name)] for name in self.state}
         self.attention = self.model.attention_of(outputs[self.model.attention_output].numpy()) if self.output_attentions else None
         self.rows.advance(mask)
-        unused = self.rows.unused_leading_slots()
-        if unused and (unused >= DROP_UNUSED_SLOTS_AT or not self.model.takes_decoder_mask):
-            self.rows.drop_leading(unused)
-            self.state = {
-                name: self.device_rows.drop_leading(value, self.model.padding[name], unused) if self.model.pads_at_start(name) else value
-                for name, value in self.state.items()
-            }
+        self.drop_unused_slots(at_least=DROP_UNUSED_SLOTS_AT if self.model.takes_decoder_mask else 1)
         if self.top_k:
             self.top = outputs[TOP_IDS].numpy(), outputs[TOP_LOG_PROBS].numpy()
             return None
         return outputs[LOG_PROBS].numpy()
-
-    def select(self, rows: np.ndarray) -> None:
-        if not self.rows.sentences_after(rows):  # beams reordered within their sentences keep them
-            self.constants = {name: self.device_rows.select(value, rows) for name, value in self.constants.items()}
-        self.state = {name: self.device_rows.select(value, rows) for name, value in self.state.items()}
-        self.rows.select(rows)
-
-    def extend(self, other: BoundIncrementalDecoder) -> None:
-        padding = self.model.padding
-        self.constants = {name: self.device_rows.concat(value, other.constants[name], padding[name]) for name, value in self.constants.items()}
-        self.state = {name: self.device_rows.concat(value, other.state[name], padding[name]) for name, value in self.state.items()}
-        self.rows.extend(other.rows)
-
-    def place(self, rows: np.ndarray, other: BoundIncrementalDecoder) -> None:
-        """Overwrite these (dead) rows with the rows of another decoder of the same model."""
-        padding = self.model.padding
-        self.constants = {name: self.device_rows.place(value, rows, other.constants[name], padding[name]) for name, value in self.constants.items()}
-        self.state = {name: self.device_rows.place(value, rows, other.state[name], padding[name]) for name, value in self.state.items()}
-        self.rows.place(rows, other.rows)

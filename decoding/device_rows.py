@@ -1,7 +1,7 @@
 """Row operations on a running batch's tensors where they live (GPU memory, or CPU memory bound
 to ONNX Runtime values): beams reordered and finished rows dropped (Gather), newcomers appended
 (Pad, Concat) or written into the slots of rows that left (ScatterND), cache slots no row uses
-any more cut off (Slice). Each is a one-node ONNX Runtime graph on the decoder's device, so the
+any more cut off and caches written in place grown (Slice, Pad). Each is a one-node ONNX Runtime graph on the decoder's device, so the
 tensors never make a round trip through host memory; only the small index arrays travel."""
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ class DeviceRows:
         self.sessions[key].run_with_iobinding(binding)
         return binding.get_outputs()[0]
 
+    def shape(self, value: ort.OrtValue) -> list[int]:
+        return value.shape()
+
     def select(self, value: ort.OrtValue, rows: np.ndarray) -> ort.OrtValue:
         """These rows, in this order (repeats allowed)."""
         return self._run("gather", {"data": value}, {"rows": rows})
@@ -95,7 +98,7 @@ class DeviceRows:
         target, incoming = self._alike(target, incoming, padding)
         return self._run("scatter", {"data": target, "updates": incoming}, {"rows": np.asarray(rows).reshape(-1, 1)})
 
-    def drop_leading(self, value: ort.OrtValue, padding: Padding, count: int) -> ort.OrtValue:
-        """The first count slots of the padded axis cut off."""
-        end = np.iinfo(np.int64).max
-        return self._run("slice", {"data": value}, {"starts": np.array([count]), "ends": np.array([end]), "axes": np.array([padding.axis])})
+    def slice(self, value: ort.OrtValue, axis: int, start: int, end: int | None) -> ort.OrtValue:
+        """Slots start to end (None: the last) of one axis."""
+        stop = np.iinfo(np.int64).max if end is None else end
+        return self._run("slice", {"data": value}, {"starts": np.array([start]), "ends": np.array([stop]), "axes": np.array([axis])})

@@ -4,6 +4,7 @@ rows of two decoder batches are put together."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -12,6 +13,8 @@ import numpy as np
 # (masked by decoder_attention_mask), so every row writes its next key/value into the last slot.
 PAD_AT_END = "encoder_sequence_length"
 PAD_AT_START = "past_decoder_sequence_length"
+# A cache written in place: its first past_sequence_length slots are written, the rest free.
+CACHE_CAPACITY = "decoder_cache_capacity"
 
 
 def present_name(past: str) -> str:
@@ -34,8 +37,8 @@ class Padding:
 
 def padding_of(declared: list[int | str]) -> Padding | None:
     for axis, size in enumerate(declared):
-        if size in (PAD_AT_END, PAD_AT_START):
-            return Padding(axis, size == PAD_AT_START)
+        if size in (PAD_AT_END, PAD_AT_START, CACHE_CAPACITY):
+            return Padding(axis, size != PAD_AT_END)
     return None
 
 
@@ -95,10 +98,44 @@ def place_rows(target: np.ndarray, rows: np.ndarray, incoming: np.ndarray, paddi
     return target
 
 
-def drop_leading(array: np.ndarray, padding: Padding, count: int) -> np.ndarray:
+def slice_axis(array: np.ndarray, axis: int, start: int, end: int | None) -> np.ndarray:
     index = [slice(None)] * array.ndim
-    index[padding.axis] = slice(count, None)
+    index[axis] = slice(start, end)
     return array[tuple(index)]
+
+
+class RowOps(Protocol):
+    """Row operations on a running batch's tensors, wherever they live."""
+
+    def shape(self, value: Any) -> list[int]: ...
+    def select(self, value: Any, rows: np.ndarray) -> Any: ...
+    def pad_to(self, value: Any, padding: Padding | None, length: int) -> Any: ...
+    def concat(self, first: Any, second: Any, padding: Padding | None) -> Any: ...
+    def place(self, target: Any, rows: np.ndarray, incoming: Any, padding: Padding | None) -> Any: ...
+    def slice(self, value: Any, axis: int, start: int, end: int | None) -> Any: ...
+
+
+class HostRows:
+    """The row operations of a running batch on numpy arrays (the host decoder's); DeviceRows
+    (decoding/device_rows.py) does the same on ONNX Runtime values where they live."""
+
+    def shape(self, value: np.ndarray) -> list[int]:
+        return list(value.shape)
+
+    def select(self, value: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return value[rows]
+
+    def pad_to(self, value: np.ndarray, padding: Padding | None, length: int) -> np.ndarray:
+        return value if padding is None else pad_to(value, padding, length)
+
+    def concat(self, first: np.ndarray, second: np.ndarray, padding: Padding | None) -> np.ndarray:
+        return concat_rows(first, second, padding)
+
+    def place(self, target: np.ndarray, rows: np.ndarray, incoming: np.ndarray, padding: Padding | None) -> np.ndarray:
+        return place_rows(target, rows, incoming, padding)
+
+    def slice(self, value: np.ndarray, axis: int, start: int, end: int | None) -> np.ndarray:
+        return slice_axis(value, axis, start, end)
 
 
 MASK_PADDING = Padding(axis=1, at_start=True)

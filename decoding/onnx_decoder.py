@@ -9,7 +9,8 @@ import onnxruntime as ort
 
 from decoding.bound_decoder import BoundIncrementalDecoder
 from decoding.device_rows import DeviceRows
-from decoding.graph_io import RowPositions, concat_rows, place_rows, present_name
+from decoding.batch_rows import BatchRows
+from decoding.graph_io import HostRows, present_name
 from decoding.runtime import CUDA
 from decoding.step_graphs import StepGraphs
 from nmt_spec.graph_names import DECODER_INPUT_IDS, LOG_PROBS, TOP_IDS, TOP_LOG_PROBS
@@ -40,53 +41,23 @@ class OnnxSeq2Seq(StepGraphs):
         return OnnxIncrementalDecoder(self, source_ids)
 
 
-class OnnxIncrementalDecoder:
+class OnnxIncrementalDecoder(BatchRows):
+    """Its tensors are numpy arrays between steps."""
+
     def __init__(self, model: StepGraphs, source_ids: np.ndarray) -> None:
-        self.model = model
-        self.constants, self.state = model.split_encoded(model.encode(source_ids), source_ids.shape[0], lambda zeros: zeros)
-        self.rows = RowPositions(source_ids.shape[0])
-        self.output_attentions = False  # set before a step that should also give `attention`
-        self.attention: np.ndarray | None = None  # (rows, S) of the last step, when asked
-        self.selects_tokens = model.selects_tokens
-        self.top_k = 0  # set before a step that needs only each row's best top_k tokens
-        self.top: tuple[np.ndarray, np.ndarray] | None = None  # their ids and log-probabilities
+        constants, state = model.split_encoded(model.encode(source_ids), source_ids.shape[0], lambda zeros: zeros)
+        super().__init__(model, HostRows(), constants, state, source_ids.shape[0])
 
     def step(self, tokens: np.ndarray) -> np.ndarray | None:
-        mask = self.rows.next_mask()
+        mask = self.next_mask()
         feeds = {DECODER_INPUT_IDS: tokens.reshape(-1, 1).astype(np.int64), **self.model.step_feeds(self.rows, mask, self.output_attentions, self.top_k), **self.constants, **self.state}
         fetches = self.model.step_fetches(self.output_attentions, self.top_k)
         outputs = dict(zip(fetches, self.model.decoder.run(fetches, feeds)))
         self.state = {name: outputs[present_name(name)] for name in self.state}
         self.attention = self.model.attention_of(outputs[self.model.attention_output]) if self.output_attentions else None
         self.rows.advance(mask)
-        self._drop_unused_cache()
+        self.drop_unused_slots()
         if self.top_k:
             self.top = outputs[TOP_IDS], outputs[TOP_LOG_PROBS]
             return None
         return outputs[LOG_PROBS]
-
-    def _drop_unused_cache(self) -> None:
-        unused = self.rows.unused_leading_slots()
-        if unused:
-            self.rows.drop_leading(unused)
-            self.state = {name: self.model.drop_leading_slots(name, value, unused) for name, value in self.state.items()}
-
-    def select(self, rows: np.ndarray) -> None:
-        if not self.rows.sentences_after(rows):  # beams reordered within their sentences keep them
-            self.constants = {name: value[rows] for name, value in self.constants.items()}
-        self.state = {name: value[rows] for name, value in self.state.items()}
-        self.rows.select(rows)
-
-    def extend(self, other: OnnxIncrementalDecoder) -> None:
-        padding = self.model.padding
-        self.constants = {name: concat_rows(value, other.constants[name], padding[name]) for name, value in self.constants.items()}
-        self.state = {name: concat_rows(value, other.state[name], padding[name]) for name, value in self.state.items()}
-        self.rows.extend(other.rows)
-
-    def place(self, rows: np.ndarray, other: OnnxIncrementalDecoder) -> None:
-        """Overwrite these (dead) rows with the rows of another decoder of the same model: only
-        the newcomers' tensors are copied, not the whole batch."""
-        padding = self.model.padding
-        self.constants = {name: place_rows(value, rows, other.constants[name], padding[name]) for name, value in self.constants.items()}
-        self.state = {name: place_rows(value, rows, other.state[name], padding[name]) for name, value in self.state.items()}
-        self.rows.place(rows, other.rows)

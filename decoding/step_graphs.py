@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from decoding.graph_io import Padding, RowPositions, drop_leading, initial_cache_shape, length_groups, padding_of, present_name, stack_rows
+from decoding.graph_io import Padding, RowOps, RowPositions, initial_cache_shape, length_groups, padding_of, present_name, stack_rows
 from nmt_spec.graph_names import (
     ATTENTION_WEIGHTS,
     CROSS_ATTENTIONS,
@@ -19,6 +19,7 @@ from nmt_spec.graph_names import (
     LOG_PROBS,
     OUTPUT_ATTENTIONS,
     OUTPUT_LOG_PROBS,
+    PAST_SEQUENCE_LENGTH,
     POSITION_IDS,
     TOP_IDS,
     TOP_K,
@@ -27,6 +28,8 @@ from nmt_spec.graph_names import (
 
 # What one more encoder call costs, in padded source tokens of work.
 ENCODER_CALL_COST_TOKENS = 64
+# Slots a full cache written in place grows by: each growth copies it once.
+CACHE_GROWTH_SLOTS = 16
 
 
 class StepGraphs:
@@ -63,11 +66,12 @@ class StepGraphs:
         self.takes_attention_switch = OUTPUT_ATTENTIONS in decoder_inputs
         self.takes_top_k = TOP_K in decoder_inputs  # graphs exported before it have none
         self.takes_log_probs_switch = OUTPUT_LOG_PROBS in decoder_inputs  # before it, log_probs always came out
+        self.writes_caches_in_place = PAST_SEQUENCE_LENGTH in decoder_inputs
         self.selects_tokens = self.takes_top_k  # steps may read only the best tokens (a switch, for comparisons)
         # The RNN's attention is part of its step; the Transformer's is computed when asked.
         self.attention_output = next((name for name in (CROSS_ATTENTIONS, ATTENTION_WEIGHTS) if name in self.decoder_outputs), None)
         for name, shape in decoder_inputs.items():
-            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS, OUTPUT_LOG_PROBS, TOP_K):
+            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS, OUTPUT_LOG_PROBS, PAST_SEQUENCE_LENGTH, TOP_K):
                 continue
             if name in encoder_outputs:
                 self.constant_inputs.append(name)
@@ -117,6 +121,8 @@ class StepGraphs:
             feeds[POSITION_IDS] = rows.positions.reshape(-1, 1)
         if self.takes_decoder_mask:
             feeds[DECODER_MASK] = mask
+        if self.writes_caches_in_place:
+            feeds[PAST_SEQUENCE_LENGTH] = np.array([mask.shape[1] - 1], dtype=np.int32)
         if self.takes_attention_switch:
             feeds[OUTPUT_ATTENTIONS] = np.array(output_attentions)
         return feeds
@@ -142,5 +148,27 @@ class StepGraphs:
         padding = self.padding[name]
         return padding is not None and padding.at_start
 
-    def drop_leading_slots(self, name: str, value: np.ndarray, count: int) -> np.ndarray:
-        return drop_leading(value, self.padding[name], count) if self.pads_at_start(name) else value
+    def caches(self, state: dict) -> list[str]:
+        return [name for name in state if self.pads_at_start(name)]
+
+    def drop_leading_slots(self, state: dict, ops: RowOps, count: int) -> dict:
+        """The caches without their first count slots, which no row attends to any more."""
+        return {name: ops.slice(value, self.padding[name].axis, count, None) if self.pads_at_start(name) else value for name, value in state.items()}
+
+    def with_room(self, state: dict, ops: RowOps, written: int) -> dict:
+        """Caches written in place, grown where they have no free slot for this step's."""
+        if not self.writes_caches_in_place:
+            return state
+        grown = dict(state)
+        for name in self.caches(state):
+            axis = self.padding[name].axis
+            if ops.shape(state[name])[axis] <= written:
+                grown[name] = ops.pad_to(state[name], Padding(axis, at_start=False), written + CACHE_GROWTH_SLOTS)
+        return grown
+
+    def written_slots(self, state: dict, ops: RowOps, written: int) -> dict:
+        """Caches written in place cut to the slots written so far, the layout in which the rows
+        of two batches are put together (aligned on their last slot)."""
+        if not self.writes_caches_in_place:
+            return state
+        return {name: ops.slice(value, self.padding[name].axis, 0, written) if self.pads_at_start(name) else value for name, value in state.items()}

@@ -1,5 +1,5 @@
 """The row operations a bound decoder runs on its device, against the numpy ones the host
-decoder uses (decoding/graph_io.py), on ONNX Runtime values bound to CPU memory and, with a GPU,
+decoder uses (graph_io.HostRows), on ONNX Runtime values bound to CPU memory and, with a GPU,
 to GPU memory."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from decoding.device_rows import DeviceRows
 from decoding.runtime import cuda_device_present
-from decoding.graph_io import Padding, concat_rows, drop_leading, place_rows
+from decoding.graph_io import HostRows, Padding
 
 PADDINGS = [Padding(axis=2, at_start=True), Padding(axis=1, at_start=False), None]
 DTYPES = [np.float32, np.float16, np.int32]
@@ -34,16 +34,20 @@ def tensor(rng: np.random.Generator, rows: int, length: int, dtype: type, paddin
 @pytest.mark.parametrize("where", DEVICES)
 def test_each_operation_gives_the_host_decoders_result(padding: Padding | None, dtype: type, where: str) -> None:
     rng = np.random.default_rng(0)
-    device, bound = DeviceRows(where), binder(where)
+    device, bound, host = DeviceRows(where), binder(where), HostRows()
     running, newcomers = tensor(rng, 5, 6, dtype, padding), tensor(rng, 2, 3, dtype, padding)
     rows = np.array([4, 0, 0, 2])
-    np.testing.assert_array_equal(device.select(bound(running), rows).numpy(), running[rows])
-    np.testing.assert_array_equal(device.concat(bound(running), bound(newcomers), padding).numpy(), concat_rows(running, newcomers, padding))
-    np.testing.assert_array_equal(device.concat(bound(newcomers), bound(running), padding).numpy(), concat_rows(newcomers, running, padding))
+    np.testing.assert_array_equal(device.select(bound(running), rows).numpy(), host.select(running, rows))
+    np.testing.assert_array_equal(device.concat(bound(running), bound(newcomers), padding).numpy(), host.concat(running, newcomers, padding))
+    np.testing.assert_array_equal(device.concat(bound(newcomers), bound(running), padding).numpy(), host.concat(newcomers, running, padding))
     dead = np.array([3, 1])
-    np.testing.assert_array_equal(device.place(bound(running), dead, bound(newcomers), padding).numpy(), place_rows(running.copy(), dead, newcomers, padding))
+    np.testing.assert_array_equal(device.place(bound(running), dead, bound(newcomers), padding).numpy(), host.place(running.copy(), dead, newcomers, padding))
+    for start, end in ((2, None), (0, 3), (1, 2)):
+        np.testing.assert_array_equal(device.slice(bound(running), 2, start, end).numpy(), host.slice(running, 2, start, end))
     if padding is not None:
-        np.testing.assert_array_equal(device.drop_leading(bound(running), padding, 2).numpy(), drop_leading(running, padding, 2))
+        grown = Padding(padding.axis, at_start=False)
+        np.testing.assert_array_equal(device.pad_to(bound(newcomers), grown, 9).numpy(), host.pad_to(newcomers, grown, 9))
+        assert device.shape(device.pad_to(bound(newcomers), grown, 9))[padding.axis] == 9
 
 
 def test_a_longer_newcomer_pads_the_running_rows() -> None:
@@ -54,4 +58,4 @@ def test_a_longer_newcomer_pads_the_running_rows() -> None:
     bound = binder("cpu")
     placed = DeviceRows("cpu").place(bound(running), np.array([1]), bound(newcomer), padding).numpy()
     assert placed.shape == (3, 5, 4, 4)
-    np.testing.assert_array_equal(placed, place_rows(running.copy(), np.array([1]), newcomer, padding))
+    np.testing.assert_array_equal(placed, HostRows().place(running.copy(), np.array([1]), newcomer, padding))
