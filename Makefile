@@ -36,11 +36,12 @@ proto: install
 bench: install
 	$(BIN)/python -m bench
 
-# The same on a GPU (a CUDA build of onnxruntime): both models exported with fp16 graphs into
-# models-gpu/ (fp16 parity is checked on the GPU), then docs/BENCHMARKS-GPU.md and its plot.
+# The same on a GPU (a CUDA build of onnxruntime): both models exported with fp16 graphs and the
+# Transformer's caches written in place into models-gpu/ (fp16 parity is checked on the GPU),
+# then docs/BENCHMARKS-GPU.md and its plot.
 bench-gpu: install
 	for model in transformer-en-de rnn-en-de; do \
-		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 2 --variants fp32 fp16 --out models-gpu --overwrite || exit 1; \
+		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 2 --variants fp32 fp16 --out models-gpu --overwrite --in-place-caches || exit 1; \
 	done
 	$(BIN)/python -m bench.gpu --repository models-gpu
 

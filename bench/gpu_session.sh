@@ -93,7 +93,7 @@ install() {
 export_fp16() {
     local model
     for model in transformer-en-de rnn-en-de; do
-        python3 -m export --checkpoint "checkpoints/$model/model.pt" --name "$model" --version 2 --variants fp32 fp16 --out models-gpu --overwrite
+        python3 -m export --checkpoint "checkpoints/$model/model.pt" --name "$model" --version 2 --variants fp32 fp16 --out models-gpu --overwrite --in-place-caches
     done
 }
 

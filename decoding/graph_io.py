@@ -8,13 +8,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nmt_spec.graph_names import CACHE_CAPACITY
+
 # Symbolic axes of the decoder's inputs that differ between two batches: source lengths are
 # padded at the end (masked by encoder_attention_mask), self-attention caches at the start
 # (masked by decoder_attention_mask), so every row writes its next key/value into the last slot.
 PAD_AT_END = "encoder_sequence_length"
 PAD_AT_START = "past_decoder_sequence_length"
-# A cache written in place: its first past_sequence_length slots are written, the rest free.
-CACHE_CAPACITY = "decoder_cache_capacity"
 
 
 def present_name(past: str) -> str:

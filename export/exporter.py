@@ -48,6 +48,9 @@ class ExportConfig:
     beam_sizes: tuple[int, ...] = (1, 4, 5)
     length_penalties: tuple[float, ...] = (0.6, 1.0, 1.4)
     overwrite: bool = False
+    # The Transformer's self-attention caches as buffers each step writes one slot of, in place
+    # (DecoderMaskedMultiHeadAttention), instead of a cache one slot longer each step.
+    in_place_caches: bool = False
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(device="cpu"))
 
 
@@ -89,7 +92,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
 
     staging = staging_beside(target)
     try:
-        stage_graphs(spec, weights, staging, config.variants, progress)
+        stage_graphs(spec, weights, staging, config.variants, progress, config.in_place_caches)
         shutil.copyfile(config.checkpoint.parent / spec.tokenizer_file, staging / TOKENIZER_FILE)
 
         reference_bleu = None
@@ -171,10 +174,10 @@ def staging_beside(target: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{target.parent.name}-{target.name}-", dir=root))
 
 
-def stage_graphs(spec: ModelSpec, weights: dict, staging: Path, variants: tuple[str, ...], progress: Callable[[str], None]) -> None:
+def stage_graphs(spec: ModelSpec, weights: dict, staging: Path, variants: tuple[str, ...], progress: Callable[[str], None], in_place_caches: bool = False) -> None:
     """The fp32 graphs and each variant of them, written into `staging`."""
-    progress(f"[1/4] building ONNX graphs of the {spec.architecture} (opset {OPSET})")
-    encoder, decoder = build_graphs(spec, weights)
+    progress(f"[1/4] building ONNX graphs of the {spec.architecture} (opset {OPSET})" + (", caches written in place" if in_place_caches else ""))
+    encoder, decoder = build_graphs(spec, weights, in_place_caches)
     onnx.save(encoder, staging / ENCODER_FILE.format(suffix=""))
     onnx.save(decoder, staging / DECODER_FILE.format(suffix=""))
     progress(f"[2/4] writing variants {', '.join(variants)}")

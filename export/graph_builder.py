@@ -49,13 +49,17 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], name: str | None = None, domain: str = "", outputs: int = 1, **attributes: object) -> str | list[str]:
-        """Add a node; returns its output name (or names, when outputs > 1)."""
-        output_names = [name] if name and outputs == 1 else [self.fresh(f"{op_type}_out") for _ in range(outputs)]
+    def op(
+        self, op_type: str, inputs: list[str], name: str | None = None, domain: str = "", outputs: int = 1, output_names: list[str] | None = None, **attributes: object
+    ) -> str | list[str]:
+        """Add a node; returns its output name (or names, when outputs > 1). output_names: of
+        the outputs, where some are graph outputs that must come from the node itself."""
+        if output_names is None:
+            output_names = [name] if name and outputs == 1 else [self.fresh(f"{op_type}_out") for _ in range(outputs)]
         self.nodes.append(
             helper.make_node(op_type, inputs, output_names, name=self.fresh(op_type), domain=domain or None, **attributes)
         )
-        return output_names[0] if outputs == 1 else output_names
+        return output_names[0] if len(output_names) == 1 else output_names
 
     def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, prefix: str) -> str:
         """x @ weight.T + bias, with a PyTorch (out, in) weight."""

@@ -16,6 +16,7 @@ DECODER_MASK = "decoder_attention_mask"
 # place when the present output is bound to the past input's buffer; without it, present_* is
 # the past cache one slot longer.
 PAST_SEQUENCE_LENGTH = "past_sequence_length"
+CACHE_CAPACITY = "decoder_cache_capacity"  # the symbolic axis of such buffers
 # float (B, V): log-softmax of the next-token logits, computed in the graph (vectorised and
 # multi-threaded there, where numpy would spend a tenth of a decoder step on it). Graphs with the
 # bool input output_log_probs copy it out only when that is true (else an empty (0, V) tensor):
