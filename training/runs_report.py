@@ -52,6 +52,8 @@ def summarize(run: Path) -> RunSummary:
         shape = f"emb {model['embed_dim']}, {model['cell']} {model['hidden_size']}, {model['encoder_layers']}+{model['decoder_layers']} layers"
     schedule = f"plateau x{optim['plateau_factor']:g} after {optim['plateau_patience']} epoch(s) without gain" if optim["schedule"] == "plateau" else optim["schedule"]
     recipe = f"dropout {model['dropout']}, lr {optim['learning_rate']:g} ({schedule}, warmup {optim['warmup_steps']}), {config['max_tokens']} tokens"
+    if config.get("init_from"):  # updates and tokens below are this run's, on top of the weights'
+        recipe += f", continued from {config['init_from']}"
     tokens = sum(json.loads(line)["tokens"] for line in (run / TRAIN_LOG).read_text(encoding="utf-8").splitlines() if line.strip())
     best = max(history, key=lambda e: e.get("valid_bleu") or 0.0)
     parameters = sum(p.numel() for p in build_model(spec).parameters())
