@@ -38,8 +38,8 @@ def texts() -> list[str]:
 @pytest.fixture(scope="module")
 def imported(marian: Path, texts: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repository")
-    for shipped in ("transformer-en-de", "rnn-en-de"):  # served beside the shipped models
-        (root / shipped).symlink_to(MODELS / shipped)
+    for name in ("transformer-en-de", "rnn-en-de"):  # served beside the shipped models
+        (root / name).symlink_to(MODELS / name)
     parity = root.parent / "parity.txt"
     parity.write_text("\n".join(texts) + "\n")
     command = [sys.executable, "-m", "export", "--from-transformers", str(marian), "--name", NAME, "--version", "1", "--out", str(root), "--variants", "fp32", "int8", "--parity-file", str(parity)]

@@ -26,7 +26,6 @@ def shipped(name: str) -> Path:
     return latest_version(MODELS / name)
 
 
-SHIPPED_VERSION = shipped("transformer-en-de").name
 SERVICE = "nmt.v1.Translator"
 
 

@@ -18,7 +18,7 @@ from nmt.v1 import translator_pb2_grpc
 from nmt_spec import Tokenizer
 from server.client import TranslatorClient
 from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy
-from tests.server.running_server import MODELS, ROOT, RunningServer, shipped, start_server
+from tests.server.running_server import ROOT, RunningServer, shipped, start_server
 from training.checkpoint import load_model
 from training.search import TorchIncrementalDecoder
 

@@ -20,7 +20,7 @@ from nmt_spec.manifest import Manifest
 from nmt_spec.text import normalize_text
 from server.client import TranslatorClient
 from server.config import ServerConfig
-from tests.server.running_server import MODELS, RunningServer, shipped
+from tests.server.running_server import RunningServer, shipped
 
 EXAMPLES = int(os.environ.get("NMT_FUZZ_EXAMPLES", "150"))
 CONFIG = ServerConfig()

@@ -27,10 +27,10 @@ from tests.server.conftest import TEST_SENTENCES, greedy, served_variant
 from tests.server.running_server import (
     ROOT,
     SERVICE,
-    SHIPPED_VERSION,
     RunningServer,
     accepted_sentences,
     health_status,
+    shipped,
     start_server,
     wait_for_health,
     wait_until_serving,
@@ -61,7 +61,7 @@ def test_list_models_describes_the_default_models(server: RunningServer) -> None
     assert set(models) == {"transformer-en-de", "rnn-en-de"}
     transformer = models["transformer-en-de"]
     assert transformer.is_default and not models["rnn-en-de"].is_default
-    assert transformer.versions == [SHIPPED_VERSION] and transformer.architecture == "transformer" and transformer.variant == served_variant("transformer-en-de")
+    assert transformer.versions == [shipped("transformer-en-de").name] and transformer.architecture == "transformer" and transformer.variant == served_variant("transformer-en-de")
     assert (transformer.source_language, transformer.target_language, transformer.max_input_tokens) == ("en", "de", 128)
     assert set(transformer.available_variants) == {"fp32", "int8"}
     assert all(m.batch_invariant and m.variant == "fp32" for m in models.values())
@@ -86,7 +86,7 @@ def test_metrics_move_as_requests_are_served(server: RunningServer) -> None:
     assert moved(f'nmt_batch_compute_seconds_count{{{model},phase="encode"}}') >= 1
     assert moved(f'nmt_batch_size_sentences_sum{{{model},phase="encode"}}') == 10
     assert after[f"nmt_queue_depth{{{model}}}"] == 0
-    assert after[f'nmt_model_info{{architecture="rnn",device="CPUExecutionProvider",model="rnn-en-de",variant="{served_variant("rnn-en-de")}",version="{SHIPPED_VERSION}"}}'] == 1
+    assert after[f'nmt_model_info{{architecture="rnn",device="CPUExecutionProvider",model="rnn-en-de",variant="{served_variant("rnn-en-de")}",version="{shipped("rnn-en-de").name}"}}'] == 1
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -11,7 +11,6 @@ import grpc
 import pytest
 
 from nmt.v1 import translator_pb2 as pb
-from nmt.v1 import translator_pb2_grpc
 from server.client import TranslatorClient
 from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy
 from tests.server.running_server import RunningServer

@@ -16,7 +16,7 @@ import pytest
 from nmt_spec.manifest import Manifest, sha256_of
 from server.client import TranslatorClient
 from tests.server.conftest import served_variant
-from tests.server.running_server import MODELS, ROOT, shipped, start_server
+from tests.server.running_server import ROOT, shipped, start_server
 
 Fault = Callable[[Path], None]
 

@@ -14,7 +14,7 @@ from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from server.client import TranslatorClient
 from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy, served_variant
-from tests.server.running_server import SHIPPED_VERSION, RunningServer, shipped, start_server
+from tests.server.running_server import RunningServer, shipped, start_server
 
 
 @pytest.mark.parametrize("model", DEFAULT_MODELS)
@@ -22,7 +22,7 @@ def test_server_translations_equal_the_decoding_module(server: RunningServer, di
     texts = TEST_SENTENCES[:24]
     client = TranslatorClient(server.target)
     response = client.translate(texts, model=model)
-    assert response.model == model and response.model_version == SHIPPED_VERSION
+    assert response.model == model and response.model_version == shipped(model).name
     assert [t.text for t in response.translations] == greedy(direct[model], texts)
     sources = direct[model].encode(texts)
     assert [t.input_tokens for t in response.translations] == [len(s) for s in sources]
