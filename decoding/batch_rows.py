@@ -35,9 +35,9 @@ class BatchRows:
         return mask
 
     def drop_unused_slots(self, at_least: int = 1) -> None:
-        """Cut the cache slots that no row attends to any more, once there are at_least of them."""
+        """Cut the cache slots that no row attends to any more, once there are at_least (>= 1) of them."""
         unused = self.rows.unused_leading_slots()
-        if unused and unused >= at_least:
+        if unused >= at_least:
             self.rows.drop_leading(unused)
             self.state = self.model.drop_leading_slots(self.state, self.ops, unused)
 

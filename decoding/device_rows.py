@@ -1,8 +1,9 @@
 """Row operations on a running batch's tensors where they live (GPU memory, or CPU memory bound
 to ONNX Runtime values): beams reordered and finished rows dropped (Gather), newcomers appended
 (Pad, Concat) or written into the slots of rows that left (ScatterND), cache slots no row uses
-any more cut off and caches written in place grown (Slice, Pad). Each is a one-node ONNX Runtime graph on the decoder's device, so the
-tensors never make a round trip through host memory; only the small index arrays travel."""
+any more cut off and caches written in place grown (Slice, Pad). Each is a one-node ONNX
+Runtime graph on the decoder's device, so the tensors never make a round trip through host
+memory; only the small index arrays travel."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from decoding.runtime import CPU, CUDA
 
 ELEMENT_TYPES = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16, "tensor(int32)": TensorProto.INT32}
 INDEX = TensorProto.INT64
+INDEX_INPUTS = {"rows", "pads", "starts", "ends", "axes"}
 
 
 def _one_node(op_type: str, element_type: int, inputs: list[str], **attributes: object) -> bytes:
@@ -32,7 +34,6 @@ def _one_node(op_type: str, element_type: int, inputs: list[str], **attributes: 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
 
 
-INDEX_INPUTS = {"rows", "pads", "starts", "ends", "axes"}
 OPERATIONS: dict[str, Callable[[int], bytes]] = {
     "gather": lambda element_type: _one_node("Gather", element_type, ["data", "rows"], axis=0),
     "pad": lambda element_type: _one_node("Pad", element_type, ["data", "pads"], mode="constant"),

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from decoding.batch_rows import BatchRows
 from decoding.bound_decoder import BoundIncrementalDecoder
 from decoding.device_rows import DeviceRows
-from decoding.batch_rows import BatchRows
 from decoding.graph_io import HostRows, present_name
 from decoding.runtime import CUDA
 from decoding.step_graphs import StepGraphs

@@ -1,4 +1,5 @@
-"""An encoder and a decoder-step graph run as an IncrementalDecoder.
+"""What the inputs and outputs of an encoder and a decoder-step graph are, for the incremental
+decoders that run them.
 
 Which decoder input is what follows from the names (nmt_spec.graph_names): inputs the encoder
 also outputs are constant for a sentence; a past_* input is fed from the present_* output of
@@ -148,27 +149,25 @@ class StepGraphs:
         padding = self.padding[name]
         return padding is not None and padding.at_start
 
-    def caches(self, state: dict) -> list[str]:
-        return [name for name in state if self.pads_at_start(name)]
+    def _cut_caches(self, state: dict, ops: RowOps, start: int, end: int | None) -> dict:
+        """The self-attention caches cut to slots start to end (None: the last); the rest as is."""
+        return {name: ops.slice(value, self.padding[name].axis, start, end) if self.pads_at_start(name) else value for name, value in state.items()}
 
     def drop_leading_slots(self, state: dict, ops: RowOps, count: int) -> dict:
         """The caches without their first count slots, which no row attends to any more."""
-        return {name: ops.slice(value, self.padding[name].axis, count, None) if self.pads_at_start(name) else value for name, value in state.items()}
+        return self._cut_caches(state, ops, count, None)
 
     def with_room(self, state: dict, ops: RowOps, written: int) -> dict:
         """Caches written in place, grown where they have no free slot for this step's."""
         if not self.writes_caches_in_place:
             return state
         grown = dict(state)
-        for name in self.caches(state):
-            axis = self.padding[name].axis
-            if ops.shape(state[name])[axis] <= written:
-                grown[name] = ops.pad_to(state[name], Padding(axis, at_start=False), written + CACHE_GROWTH_SLOTS)
+        for name, value in state.items():
+            if self.pads_at_start(name) and ops.shape(value)[self.padding[name].axis] <= written:
+                grown[name] = ops.pad_to(value, Padding(self.padding[name].axis, at_start=False), written + CACHE_GROWTH_SLOTS)
         return grown
 
     def written_slots(self, state: dict, ops: RowOps, written: int) -> dict:
         """Caches written in place cut to the slots written so far, the layout in which the rows
         of two batches are put together (aligned on their last slot)."""
-        if not self.writes_caches_in_place:
-            return state
-        return {name: ops.slice(value, self.padding[name].axis, 0, written) if self.pads_at_start(name) else value for name, value in state.items()}
+        return self._cut_caches(state, ops, 0, written) if self.writes_caches_in_place else state

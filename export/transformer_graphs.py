@@ -208,9 +208,9 @@ def build_decoder_step(spec: ModelSpec, weights: Weights, in_place_caches: bool 
     for i, (key_cache, value_cache, keys, values) in enumerate(caches):
         prefix = f"decoder_layers.{i}"
 
-        def self_attention(y: str, prefix: str = prefix, key_cache: str = key_cache, value_cache: str = value_cache) -> str:
+        def self_attention(y: str, prefix: str = prefix, key_cache: str = key_cache, value_cache: str = value_cache, layer: int = i) -> str:
             q, k, v = t.qkv(y, f"{prefix}.self_attn")
-            presents.append((present_key(len(presents)), present_value(len(presents))))
+            presents.append((present_key(layer), present_value(layer)))
             if in_place_caches:
                 operator, inputs, attributes = "DecoderMaskedMultiHeadAttention", [q, k, v, self_mask, "", key_cache, value_cache, written], {"past_present_share_buffer": 1}
             else:
