@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.load import percentile, run_load
+from bench.thread_cpu import seconds_outside_decode_workers, thread_cpu_seconds
 
 if TYPE_CHECKING:
     from decoding.translator import Translator
@@ -54,6 +55,9 @@ class Measurement:
     layout: str = ""  # str(Layout)
     sentences_per_request: int = 1  # (server) a client translating paragraphs sends several
     precision: str = "fp32"  # of the arithmetic: "fp32", "fp16" or "int8", for ratios at the same precision
+    # (server) CPU seconds per request of the server's threads other than its decode workers
+    # (gRPC, protobuf, tokenization, metrics); None where /proc cannot tell
+    serving_cpu_per_request: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str, int, int]:
@@ -229,10 +233,13 @@ def server_load(
     """`variant`: the one the server was started with (its --variant); a variant other than fp32
     is named in the setting."""
     asyncio.run(run_load(server.target, texts[:8], min(concurrency, 8)))  # warm-up
+    before = thread_cpu_seconds(server.process.pid)
     result = asyncio.run(run_load(server.target, texts, concurrency, sentences_per_request=sentences_per_request))
+    serving = seconds_outside_decode_workers(before, thread_cpu_seconds(server.process.pid))
     if result.errors:
         raise RuntimeError(f"{result.errors} sentences failed at concurrency {concurrency}")
     setting = policy + ("" if variant == "fp32" else f", {variant}") + ("" if sentences_per_request == 1 else f", {sentences_per_request} sentences per request")
     return Measurement(
-        "server", model_name, setting, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share, str(server.layout), sentences_per_request, variant
-    )
+        "server", model_name, setting, concurrency, result.seconds, result.translations, result.latencies, result.client_cpu_share, str(server.layout), sentences_per_request, variant,
+        serving_cpu_per_request=None if serving is None or not result.latencies else serving / len(result.latencies),
+    )  # fmt: skip

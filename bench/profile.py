@@ -22,11 +22,10 @@ from bench.__main__ import MODELS, converts_to_ctranslate2, progress
 from bench.engines import ROOT, Layout, ServerProcess, ctranslate2_greedy, free_port, in_process_translator
 from bench.flops import flops_per_generated_token, matrix_product_flops, one_core_matmul_peak_flops
 from bench.load import run_load
+from bench.thread_cpu import DECODE_THREAD, thread_cpu_seconds
 from nmt_spec.manifest import latest_version
 
-TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 MATRIX_PRODUCTS = ("MatMul", "Gemm", "FusedGemm")
-DECODE_THREAD = "nmt-decode-"  # server/batcher.py names its decode workers so
 LOAD_GENERATOR = "the load generator (another process on the same cores)"
 
 
@@ -66,19 +65,6 @@ def operator_times(model: str, texts: list[str], threads: int, max_batch_size: i
                     flops[operator] += matrix_product_flops(output, activations[-1])
         profile.seconds[graph], profile.matrix_flops[graph] = kernels, flops
     return profile
-
-
-def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
-    """thread id -> (its name, user + system CPU seconds so far)."""
-    threads = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        threads[int(tid)] = (stat[stat.index("(") + 1 : stat.rindex(")")], (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND)
-    return threads
 
 
 def server_threads(model: str, texts: list[str], layout: Layout, clients: int, scratch: Path, sentences_per_request: int = 1) -> tuple[float, float, list[tuple[str, float]]]:

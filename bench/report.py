@@ -86,8 +86,8 @@ class Report:
 
     def table(self) -> str:
         lines = [
-            f"| engine | model | setting | {self.layout_header} | clients | sentences | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | load generator CPU | BLEU | same output as {self.reference_label} |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| engine | model | setting | {self.layout_header} | clients | sentences | sentences/s | target tokens/s | p50 ms | p90 ms | p99 ms | load generator CPU | server CPU per request, not decoding | BLEU | same output as {self.reference_label} |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m in self.measurements:
             reference = self.reference_outputs(m.model)
@@ -97,8 +97,9 @@ class Report:
             shown = " | ".join("-" if p is None else f"{1000 * p:.0f}" for p in percentiles)
             clients = (str(m.concurrency) if m.sentences_per_request == 1 else f"{m.concurrency} x {m.sentences_per_request} sentences") if m.concurrency else "batch"
             client_cpu = "-" if m.client_cpu_share is None else f"{m.client_cpu_share:.0%} of a core"
+            serving_cpu = "-" if m.serving_cpu_per_request is None else f"{1000 * m.serving_cpu_per_request:.2f} ms"
             lines.append(
-                f"| {m.engine} | {m.model} | {m.setting} | {m.layout} | {clients} | {len(m.translations)} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {client_cpu} | {self.bleu(m):.2f} | {same} |"
+                f"| {m.engine} | {m.model} | {m.setting} | {m.layout} | {clients} | {len(m.translations)} | {self.sentences_per_second(m):.1f} | {self.tokens_per_second(m):.0f} | {shown} | {client_cpu} | {serving_cpu} | {self.bleu(m):.2f} | {same} |"
             )
         return "\n".join(lines)
 

@@ -23,6 +23,11 @@ class DataConfig:
     max_length: int = 128  # subword tokens, eos included; longer training pairs are dropped
     limit_train_pairs: int | None = None  # use only the first N pairs (smoke runs, tests)
     limit_valid_pairs: int | None = None
+    # Sequence-level knowledge distillation (Kim and Rush, 2016): files of translations of the
+    # training split's sources, one line per source (e.g. a teacher's beam output from
+    # `python -m training evaluate --split train --hypotheses FILE`). Each adds its pairs to the
+    # original ones, so the student learns from the references and from the teacher's outputs.
+    extra_train_targets: tuple[str, ...] = ()
 
 
 @dataclass

@@ -35,6 +35,19 @@ def read_parallel(config: DataConfig, split: str, limit: int | None = None) -> t
     return sources, targets
 
 
+def read_training_pairs(config: DataConfig) -> tuple[list[str], list[str]]:
+    """The training split's pairs, then each extra target file's lines paired with the same sources."""
+    sources, targets = read_parallel(config, config.train_split, config.limit_train_pairs)
+    all_sources, all_targets = list(sources), list(targets)
+    for path in config.extra_train_targets:
+        extra = read_lines(path, config.limit_train_pairs)
+        if len(extra) != len(sources):
+            raise ValueError(f"{path} has {len(extra)} lines, the training split has {len(sources)} sources: it must translate each of them")
+        all_sources += sources
+        all_targets += extra
+    return all_sources, all_targets
+
+
 @dataclass
 class EncodedCorpus:
     sources: list[list[int]]  # each ends with eos

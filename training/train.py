@@ -25,7 +25,7 @@ from nmt_spec.model_spec import TOKENIZER_FILE
 from nmt_spec import ModelSpec, SpecialIds, Tokenizer, train_tokenizer
 from training.checkpoint import save_model_checkpoint
 from training.config import TrainConfig, config_to_dict
-from training.data import EncodedCorpus, encode_corpus, epoch_batches, make_batch, read_parallel
+from training.data import EncodedCorpus, encode_corpus, epoch_batches, make_batch, read_parallel, read_training_pairs
 from training.distributed import DistributedContext, broadcast_float, setup_distributed, teardown_distributed
 from training.evaluate import score, translate
 from training.models import Seq2SeqModel, build_model
@@ -154,7 +154,7 @@ class Trainer:
             self.spec.save(out_dir / SPEC_FILE)
 
         data = config.data
-        sources, targets = read_parallel(data, data.train_split, data.limit_train_pairs)
+        sources, targets = read_training_pairs(data)
         self.train_corpus = encode_corpus(self.tokenizer, sources, targets, data.max_length)
         self.valid_sources, self.valid_references = read_parallel(data, data.valid_split, data.limit_valid_pairs)
         self.valid_corpus = encode_corpus(self.tokenizer, self.valid_sources, self.valid_references)

@@ -15,6 +15,7 @@ from nmt_spec import ModelSpec, Tokenizer
 from tests.tiny_runs import PARALLEL_PAIRS, TINY_MODELS, tiny_config
 from training.checkpoint import average_checkpoints, load_model
 from training.config import load_config
+from training.data import read_parallel, read_training_pairs
 from training.evaluate import translate
 from training.train import train
 
@@ -137,3 +138,18 @@ def test_a_run_started_from_a_checkpoints_weights_begins_with_them_and_its_token
     other = tiny_config(tiny_corpus, max_steps=1, init_from=str(first / "half.pt"), model__d_model=32)
     with pytest.raises(ValueError, match="another model"):
         train(other, tmp_path / "other")
+
+
+def test_extra_target_files_add_the_teachers_translations_of_the_same_sources(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Sequence-level distillation: each line of an extra target file pairs with the training
+    source on the same line, beside the original pairs."""
+    sources, references = read_parallel(load_config(None, [f"data.directory={tiny_corpus}"]).data, "train")
+    teacher = tmp_path / "teacher.de"
+    teacher.write_text("".join(f"{reference.upper()}\n" for reference in references), encoding="utf-8")
+    config = tiny_config(tiny_corpus, data__extra_train_targets=[str(teacher)])
+    all_sources, all_targets = read_training_pairs(config.data)
+    assert list(zip(all_sources, all_targets)) == list(zip(sources, references)) + [(s, r.upper()) for s, r in zip(sources, references)]
+    short = tmp_path / "short.de"
+    short.write_text("Ein Mann.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="short.de has 1 lines"):
+        read_training_pairs(tiny_config(tiny_corpus, data__extra_train_targets=[str(short)]).data)
