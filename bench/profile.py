@@ -22,7 +22,7 @@ from bench.__main__ import MODELS, converts_to_ctranslate2, progress
 from bench.engines import ROOT, Layout, ServerProcess, ctranslate2_greedy, free_port, in_process_translator
 from bench.flops import flops_per_generated_token, matrix_product_flops, one_core_matmul_peak_flops
 from bench.load import run_load
-from bench.thread_cpu import DECODE_THREAD, thread_cpu_seconds
+from bench.thread_cpu import DECODE_THREAD, thread_cpu_seconds, thread_cpu_spent
 from nmt_spec.manifest import latest_version
 
 MATRIX_PRODUCTS = ("MatMul", "Gemm", "FusedGemm")
@@ -76,10 +76,10 @@ def server_threads(model: str, texts: list[str], layout: Layout, clients: int, s
         before = thread_cpu_seconds(pid)
         result = asyncio.run(run_load(server.target, texts, clients, sentences_per_request=sentences_per_request))
         after = thread_cpu_seconds(pid)
-    spent = []
-    for tid, (name, seconds) in after.items():
-        label = "main thread (asyncio event loop: gRPC, protobuf, tokenization)" if tid == pid else name
-        spent.append((label, seconds - before.get(tid, (name, 0.0))[1]))
+    spent = [
+        ("main thread (asyncio event loop: gRPC, protobuf, tokenization)" if tid == pid else name, seconds)
+        for tid, (name, seconds) in thread_cpu_spent(before, after).items()
+    ]
     spent.sort(key=lambda entry: -entry[1])
     return result.seconds, result.client_cpu_seconds, spent
 

@@ -27,9 +27,15 @@ def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
     return threads
 
 
+def thread_cpu_spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[int, tuple[str, float]]:
+    """thread id -> (its name, CPU seconds it spent between two readings); threads started
+    in between count from zero."""
+    return {tid: (name, seconds - before.get(tid, (name, 0.0))[1]) for tid, (name, seconds) in after.items()}
+
+
 def seconds_outside_decode_workers(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> float | None:
     """CPU seconds the threads other than the decode workers spent between two readings; None
     without readings."""
     if not after:
         return None
-    return sum(seconds - before.get(tid, (name, 0.0))[1] for tid, (name, seconds) in after.items() if not name.startswith(DECODE_THREAD))
+    return sum(seconds for name, seconds in thread_cpu_spent(before, after).values() if not name.startswith(DECODE_THREAD))
