@@ -84,10 +84,12 @@ def search_batches(
     options: SearchOptions,
     max_batch_tokens: int,
     max_batch_size: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> list[list[Hypothesis]]:
     """N-best lists for token-id sources (each ending in eos), in input order. `start` encodes a
     padded (B, S) batch and returns its decoder. Batches are sorted by length and sized by
-    rows x longest source, beams counted as rows, and hold at most max_batch_size sentences."""
+    rows x longest source, beams counted as rows, and hold at most max_batch_size sentences;
+    on_batch hears how many sentences each finished batch held (progress)."""
     lengths = [(len(s) * options.beam_size, len(s) * options.beam_size) for s in sources]
     results: list[list[Hypothesis]] = [[] for _ in sources]
     for indices in token_batches(lengths, max_batch_tokens, seed=None, max_examples=max_batch_size):
@@ -96,4 +98,6 @@ def search_batches(
         nbest = run_to_completion(lambda batch: start(pad_ids(batch, special.pad)), search, batch_sources)
         for index, hypotheses in zip(indices, nbest):
             results[index] = hypotheses
+        if on_batch is not None:
+            on_batch(len(indices))
     return results

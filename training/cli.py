@@ -12,17 +12,22 @@ import numpy as np
 import torch
 
 from decoding.constraints import LengthBound
-from nmt_spec import Tokenizer
+from nmt_spec import ModelSpec, Tokenizer
 from nmt_spec.alignment import word_alignment
 from nmt_spec.manifest import DecodingDefaults
 from training.checkpoint import average_checkpoints, load_model
 from training.config import DataConfig, load_config
 from training.data import read_parallel
 from training.evaluate import best_hypotheses, score, translate
+from training.models import Seq2SeqModel
 
 
 def _add_decoding_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a best.pt, last.pt, epochN.pt or averaged .pt file; its tokenizer must lie beside it")
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, nargs="+",
+        help="a best.pt, last.pt, epochN.pt or averaged .pt file; its tokenizer must lie beside it. "
+        "Several (one tokenizer): their ensemble decodes, e.g. a teacher for distillation",
+    )
     parser.add_argument("--beam-size", type=int, default=1, help="1 is greedy search (default: %(default)s)")
     parser.add_argument("--length-penalty", type=float, default=1.0, help="beam scores are divided by length**length_penalty (default: %(default)s)")
     parser.add_argument("--max-batch-tokens", type=int, default=4000, help="padded source tokens x beam per decoding batch (default: %(default)s)")
@@ -95,12 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> tuple[ModelSpec, list[Seq2SeqModel], Tokenizer]:
+    """The checkpoints' models; the first one's spec and tokenizer, which the others must share."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec, model, _ = load_model(args.checkpoint)
-    tokenizer = Tokenizer(args.checkpoint.parent / spec.tokenizer_file, spec.special_ids)
-    return spec, model, tokenizer
+    loaded = [load_model(path) for path in args.checkpoint]
+    tokenizer_files = [path.parent / spec.tokenizer_file for path, (spec, _, _) in zip(args.checkpoint, loaded)]
+    if any(file.read_bytes() != tokenizer_files[0].read_bytes() for file in tokenizer_files[1:]):
+        raise SystemExit(f"an ensemble needs one tokenizer; these differ: {', '.join(map(str, tokenizer_files))}")
+    spec = loaded[0][0]
+    return spec, [model for _, model, _ in loaded], Tokenizer(tokenizer_files[0], spec.special_ids)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,19 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         state = train(config, args.out, resume=args.resume)
         print(json.dumps({"step": state.step, "best_valid_bleu": state.best_bleu, "run": str(args.out)}))
     elif args.command == "evaluate":
-        spec, model, tokenizer = _load(args)
+        spec, models, tokenizer = _load(args)
         data = DataConfig(directory=args.data_dir, source_language=spec.source_language, target_language=spec.target_language)
         sources, references = read_parallel(data, args.split)
-        hypotheses = translate(model, tokenizer, spec, sources, args.beam_size, args.length_penalty, args.max_batch_tokens)
+        hypotheses = translate(models, tokenizer, spec, sources, args.beam_size, args.length_penalty, args.max_batch_tokens, progress=True)
         if args.hypotheses:
             args.hypotheses.write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
         search = "greedy" if args.beam_size == 1 else f"beam {args.beam_size}, length_penalty {args.length_penalty}"
         print(json.dumps({"split": args.split, "sentences": len(sources), "search": search, **score(hypotheses, references).as_dict()}))
     elif args.command == "translate":
-        spec, model, tokenizer = _load(args)
+        spec, models, tokenizer = _load(args)
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         layer = args.attention_layer - 1 if args.attention else None
-        best = best_hypotheses(model, tokenizer, spec, texts, args.beam_size, args.length_penalty, args.max_batch_tokens, attention_layer=layer)
+        best = best_hypotheses(models, tokenizer, spec, texts, args.beam_size, args.length_penalty, args.max_batch_tokens, attention_layer=layer)
         for text, hypothesis in zip(texts, best):
             print(tokenizer.decode(hypothesis.tokens))
             if args.attention:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import sacrebleu
 import torch
+from tqdm import tqdm
 
 from decoding.batching import SearchOptions, search_batches
 from decoding.constraints import LengthBound
@@ -15,7 +17,7 @@ from decoding.search import Hypothesis
 from nmt_spec import ModelSpec, Tokenizer
 from nmt_spec.manifest import DecodingDefaults
 from training.models import Seq2SeqModel
-from training.search import TorchIncrementalDecoder
+from training.search import EnsembleDecoder, TorchIncrementalDecoder
 
 
 @dataclass
@@ -39,7 +41,7 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
     )
 
 
-def translate(model: Seq2SeqModel, tokenizer: Tokenizer, spec: ModelSpec, texts: list[str], *search: Any, **named: Any) -> list[str]:
+def translate(model: Seq2SeqModel | Sequence[Seq2SeqModel], tokenizer: Tokenizer, spec: ModelSpec, texts: list[str], *search: Any, **named: Any) -> list[str]:
     """Translate raw sentences, batched by length; the search options are best_hypotheses'
     (beam_size 1, the default, is greedy search)."""
     best = best_hypotheses(model, tokenizer, spec, texts, *search, **named)
@@ -48,7 +50,7 @@ def translate(model: Seq2SeqModel, tokenizer: Tokenizer, spec: ModelSpec, texts:
 
 @torch.no_grad()
 def best_hypotheses(
-    model: Seq2SeqModel,
+    model: Seq2SeqModel | Sequence[Seq2SeqModel],
     tokenizer: Tokenizer,
     spec: ModelSpec,
     texts: list[str],
@@ -58,11 +60,15 @@ def best_hypotheses(
     device: str | torch.device = "cpu",
     max_batch_size: int | None = None,
     attention_layer: int | None = None,
+    progress: bool = False,
 ) -> list[Hypothesis]:
     """The best hypothesis of each text, decoded as the exported model decodes by default
-    (output bounded by the source); with attention_layer (an index, -1 the last), with the
-    attention of that decoder layer."""
-    model.eval()
+    (output bounded by the source), with a progress bar if asked; with attention_layer (an index, -1 the last), with the
+    attention of that decoder layer. Several models (sharing the tokenizer) decode as an ensemble:
+    the mean of their probabilities at each step."""
+    models = [model] if isinstance(model, Seq2SeqModel) else list(model)
+    for member in models:
+        member.eval()
     sources = [ids[: spec.max_source_length] for ids in tokenizer.encode_batch(texts)]
     defaults = DecodingDefaults()
     options = SearchOptions(
@@ -73,8 +79,11 @@ def best_hypotheses(
         with_attention=attention_layer is not None,
     )
 
-    def start(batch: np.ndarray) -> TorchIncrementalDecoder:
-        return TorchIncrementalDecoder(model, torch.from_numpy(batch).to(device), attention_layer if attention_layer is not None else -1)
+    def start(batch: np.ndarray) -> TorchIncrementalDecoder | EnsembleDecoder:
+        src = torch.from_numpy(batch).to(device)
+        members = [TorchIncrementalDecoder(member, src, attention_layer if attention_layer is not None else -1) for member in models]
+        return members[0] if len(members) == 1 else EnsembleDecoder(members)
 
-    nbest = search_batches(sources, start, spec.special_ids, options, max_batch_tokens, max_batch_size)
+    with tqdm(total=len(sources), desc="translating", unit="sentence", disable=not progress) as bar:
+        nbest = search_batches(sources, start, spec.special_ids, options, max_batch_tokens, max_batch_size, on_batch=bar.update)
     return [hypotheses[0] for hypotheses in nbest]

@@ -1,4 +1,5 @@
-"""A PyTorch model as an IncrementalDecoder, for decoding's (numpy) greedy and beam search."""
+"""A PyTorch model, or an ensemble of them, as an IncrementalDecoder, for decoding's (numpy) greedy
+and beam search."""
 
 from __future__ import annotations
 
@@ -39,3 +40,32 @@ class TorchIncrementalDecoder:
     def select(self, rows: np.ndarray) -> None:
         index = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device)
         self.encoded, self.state = reorder(self.encoded, index), reorder(self.state, index)
+
+
+class EnsembleDecoder:
+    """Several models decoding the same sources in step: each step's distribution is the mean of
+    their probabilities (a stronger teacher for distillation than any one of them). The models
+    must share a vocabulary; the attention is the first model's."""
+
+    def __init__(self, members: list[TorchIncrementalDecoder]) -> None:
+        self.members = members
+
+    @property
+    def output_attentions(self) -> bool:
+        return self.members[0].output_attentions
+
+    @output_attentions.setter
+    def output_attentions(self, value: bool) -> None:
+        self.members[0].output_attentions = value
+
+    @property
+    def attention(self) -> np.ndarray | None:
+        return self.members[0].attention
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        log_probs = np.stack([member.step(tokens) for member in self.members])
+        return (np.logaddexp.reduce(log_probs, axis=0) - np.log(len(self.members))).astype(np.float32)
+
+    def select(self, rows: np.ndarray) -> None:
+        for member in self.members:
+            member.select(rows)

@@ -88,6 +88,14 @@ def make_spec(config: TrainConfig) -> ModelSpec:
     )
 
 
+def weights_shape(spec: ModelSpec) -> dict[str, Any]:
+    """What a checkpoint's weights must agree on to start another run: everything in the spec but
+    dropout, which a run may change (a model trained with little of it continued with more)."""
+    values = spec.to_dict()
+    values["config"] = {key: value for key, value in values["config"].items() if not key.endswith("dropout")}
+    return values
+
+
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int, label_smoothing: float) -> torch.Tensor:
     """Label-smoothed cross-entropy summed over non-pad target tokens."""
     return F.cross_entropy(
@@ -150,8 +158,10 @@ class Trainer:
                 f"{out_dir / TOKENIZER_FILE} has {self.tokenizer.vocab_size} pieces, the config wants {config.model.vocab_size}"
             )
         self.spec = make_spec(config)
-        if context.is_main:
-            self.spec.save(out_dir / SPEC_FILE)
+        spec_file = out_dir / SPEC_FILE
+        # left as it is on --resume: its time is when the run began (runs-report's wall time)
+        if context.is_main and not (spec_file.exists() and ModelSpec.load(spec_file) == self.spec):
+            self.spec.save(spec_file)
 
         data = config.data
         sources, targets = read_training_pairs(data)
@@ -163,7 +173,7 @@ class Trainer:
         random.seed(config.seed)
         self.model = build_model(self.spec).to(self.device)
         if initial is not None:
-            if initial["spec"] != self.spec.to_dict():
+            if weights_shape(ModelSpec.from_dict(initial["spec"])) != weights_shape(self.spec):
                 raise ValueError(f"init_from {config.init_from} holds another model than the config describes: {initial['spec']} against {self.spec.to_dict()}")
             self.model.load_state_dict(initial["model"])  # fp16 weights are cast to the parameters' fp32
         self.trained_model: torch.nn.Module = (

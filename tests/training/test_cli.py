@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.tiny_runs import PARALLEL_PAIRS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +36,10 @@ def test_train_then_evaluate_and_translate_from_the_command_line(tiny_corpus: Pa
     evaluated = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), "--data-dir", str(tiny_corpus), "--split", "val", "--beam-size", "2")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert '"bleu"' in evaluated.stdout and '"chrf"' in evaluated.stdout
+    ensembled = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), str(run / "epoch1.pt"), "--data-dir", str(tiny_corpus), "--split", "val", "--hypotheses", str(tmp_path / "ensemble.de"))
+    assert ensembled.returncode == 0, ensembled.stderr[-2000:]
+    assert "translating: 100%" in ensembled.stderr and f"{len(PARALLEL_PAIRS)}/{len(PARALLEL_PAIRS)}" in ensembled.stderr  # progress
+    assert len((tmp_path / "ensemble.de").read_text(encoding="utf-8").splitlines()) == len(PARALLEL_PAIRS)
     translated = subprocess.run(
         [sys.executable, "-m", "training", "translate", "--checkpoint", str(run / "best.pt")],
         cwd=ROOT, input="A man is riding a bike.\nTwo dogs play in the snow.\n", capture_output=True, text=True, timeout=600,

@@ -9,9 +9,9 @@ import torch
 from decoding import search
 from decoding.constraints import LengthBound, TokenRules, banned_ngram_ends
 from decoding.search import Hypothesis
-from tests.training.conftest import SPECIAL, random_tokens
-from training.models import Seq2SeqModel
-from training.search import TorchIncrementalDecoder
+from tests.training.conftest import MODEL_SPECS, SPECIAL, random_tokens
+from training.models import Seq2SeqModel, build_model
+from training.search import EnsembleDecoder, TorchIncrementalDecoder
 
 
 @torch.no_grad()
@@ -150,3 +150,27 @@ def test_the_length_bound_follows_the_source_within_the_cap() -> None:
     bound = LengthBound(a=1.5, b=10)
     assert bound.limits([3, 20, 100], cap=128).tolist() == [14, 40, 128]
     assert LengthBound().limits([3, 20], cap=50).tolist() == [50, 50]
+
+
+@torch.no_grad()
+def test_an_ensemble_decodes_with_the_mean_of_its_members_probabilities() -> None:
+    """A Transformer and an RNN as one teacher: every step's distribution is the mean of theirs,
+    through beam reordering, and a beam search over it differs from each member's own."""
+    torch.manual_seed(1)
+    members = [build_model(MODEL_SPECS["transformer-pre"]).eval(), build_model(MODEL_SPECS["rnn-gru-dot"]).eval()]
+    src = random_tokens(3, 6, seed=2)
+    ensemble = EnsembleDecoder([TorchIncrementalDecoder(member, src) for member in members])
+    alone = [TorchIncrementalDecoder(member, src) for member in members]
+    tokens = np.full(3, SPECIAL.bos, dtype=np.int64)
+    for rows in (np.array([2, 0, 1]), np.array([1, 1, 0])):
+        mixed = ensemble.step(tokens)
+        expected = np.log(np.mean([np.exp(decoder.step(tokens)) for decoder in alone], axis=0))
+        np.testing.assert_allclose(mixed, expected, atol=1e-5)
+        np.testing.assert_allclose(np.exp(mixed).sum(axis=-1), 1.0, atol=1e-5)
+        ensemble.select(rows)
+        for decoder in alone:
+            decoder.select(rows)
+        tokens = mixed.argmax(axis=-1)[rows]
+    ensembled = search.beam_search(EnsembleDecoder([TorchIncrementalDecoder(member, src) for member in members]), 3, SPECIAL, 8, beam_size=3)
+    own = [beam_search(member, src, SPECIAL, max_length=8, beam_size=3) for member in members]
+    assert all([n[0].tokens for n in ensembled] != [n[0].tokens for n in nbest] for nbest in own)

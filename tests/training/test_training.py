@@ -45,7 +45,9 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_corpus: Path, t
 
     interrupted = tmp_path / "interrupted"
     train(tiny_config(tiny_corpus, max_steps=4, epochs=5, model__dropout=0.1), interrupted)
+    began = (interrupted / "model_spec.json").stat().st_mtime_ns
     train(tiny_config(tiny_corpus, max_steps=9, epochs=5, model__dropout=0.1), interrupted, resume=True)
+    assert (interrupted / "model_spec.json").stat().st_mtime_ns == began  # runs-report's wall time counts from the start
 
     def losses(run: Path) -> dict[int, float]:
         return {e["step"]: e["loss"] for e in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())}
@@ -135,6 +137,9 @@ def test_a_run_started_from_a_checkpoints_weights_begins_with_them_and_its_token
     start, after = torch.load(first / "half.pt", weights_only=True)["model"], torch.load(more / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(start[name].float(), after[name]) for name in start)
     assert (more / "tokenizer.model").read_bytes() == (first / "tokenizer.model").read_bytes()
+    more_dropout = tiny_config(tiny_corpus, max_steps=1, init_from=str(first / "half.pt"), model__dropout=0.45)
+    train(more_dropout, tmp_path / "more_dropout")
+    assert ModelSpec.load(tmp_path / "more_dropout" / "model_spec.json").config.dropout == 0.45
     other = tiny_config(tiny_corpus, max_steps=1, init_from=str(first / "half.pt"), model__d_model=32)
     with pytest.raises(ValueError, match="another model"):
         train(other, tmp_path / "other")
