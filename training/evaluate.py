@@ -63,9 +63,9 @@ def best_hypotheses(
     progress: bool = False,
 ) -> list[Hypothesis]:
     """The best hypothesis of each text, decoded as the exported model decodes by default
-    (output bounded by the source), with a progress bar if asked; with attention_layer (an index, -1 the last), with the
-    attention of that decoder layer. Several models (sharing the tokenizer) decode as an ensemble:
-    the mean of their probabilities at each step."""
+    (output bounded by the source), with a progress bar if asked; with attention_layer (an index,
+    -1 the last), with the attention of that decoder layer. Several models (sharing the tokenizer)
+    decode as an ensemble: the mean of their probabilities at each step."""
     models = [model] if isinstance(model, Seq2SeqModel) else list(model)
     for member in models:
         member.eval()

@@ -39,13 +39,13 @@ def test_train_then_evaluate_and_translate_from_the_command_line(tiny_corpus: Pa
     ensembled = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), str(run / "epoch1.pt"), "--data-dir", str(tiny_corpus), "--split", "val", "--hypotheses", str(tmp_path / "ensemble.de"))
     assert ensembled.returncode == 0, ensembled.stderr[-2000:]
     assert "translating: 100%" in ensembled.stderr and f"{len(PARALLEL_PAIRS)}/{len(PARALLEL_PAIRS)}" in ensembled.stderr  # progress
+    assert len((tmp_path / "ensemble.de").read_text(encoding="utf-8").splitlines()) == len(PARALLEL_PAIRS)
     other = tmp_path / "other-vocabulary"
     other.mkdir()
     (other / "best.pt").write_bytes((run / "best.pt").read_bytes())
     (other / "tokenizer.model").write_bytes(b"another vocabulary")
     mixed = run_cli("evaluate", "--checkpoint", str(run / "best.pt"), str(other / "best.pt"), "--data-dir", str(tiny_corpus), "--split", "val")
     assert mixed.returncode != 0 and "an ensemble needs one tokenizer" in mixed.stderr
-    assert len((tmp_path / "ensemble.de").read_text(encoding="utf-8").splitlines()) == len(PARALLEL_PAIRS)
     translated = subprocess.run(
         [sys.executable, "-m", "training", "translate", "--checkpoint", str(run / "best.pt")],
         cwd=ROOT, input="A man is riding a bike.\nTwo dogs play in the snow.\n", capture_output=True, text=True, timeout=600,
