@@ -65,7 +65,7 @@ def measure_model(report: Report, name: str, args: argparse.Namespace, scratch: 
                 progress(f"{label}: CTranslate2 {compute_type}{order}, {layout.workers} batch(es) at once x {layout.threads} thread(s)")
                 report.add(ctranslate2_greedy(converted[name], checkpoint.parent / "tokenizer.model", texts, layout, compute_type, name, args.max_batch_size, arrival_order))
     for variant, arrival_order in (("fp32", False), ("fp32", True), ("int8", False)):
-        for layout in args.layouts if variant == "fp32" else args.layouts[:1]:
+        for layout in args.layouts:  # every layout: each precision is compared with CTranslate2 at its best
             progress(f"{label}: ONNX Runtime in-process, {variant}" + (f", {ARRIVAL_ORDER}" if arrival_order else "") + f", {layout} workers x threads")
             report.add(onnx_greedy(version, variant, texts, layout.threads, name, args.max_batch_size, arrival_order=arrival_order, workers=layout.workers))
     for variant in ("fp32", "int8"):
