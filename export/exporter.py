@@ -18,6 +18,7 @@ from export.alignment import measure_layers
 from export.graph_builder import OPSET
 from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
 from export.parity import measure_parity
+from export.cpu_choice import BATCH_SIZE, ROUNDS, SENTENCES, cpu_default_variant, measure_cpu_speed
 from export.decoding_choice import best_trial, decoding_trials, trials_report
 from export.shared_weights import SHARED_WEIGHTS_FILE, store_shared_weights_once
 from export.variants import VARIANTS, VariantRecipe, write_variant
@@ -130,6 +131,26 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
             variants[name] = variant
             report[name] = {"parity": variant.parity, "evaluation": variant.evaluation}
 
+        cpu_variant = "fp32"
+        if {"fp32", "int8"} <= set(config.variants):
+            sources = bleu_data[0][:SENTENCES] if bleu_data else parity_sources
+            progress(f"[4/4] fp32 against int8 on one CPU thread, greedy, {len(sources)} sentences, {ROUNDS} rounds")
+            one_thread = RuntimeConfig(device="cpu", intra_op_threads=1)
+            translators = {
+                name: Translator(
+                    OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix=VARIANTS[name].file_suffix)), one_thread) for pattern in (ENCODER_FILE, DECODER_FILE))),
+                    spec,
+                    tokenizer,
+                    max_batch_size=BATCH_SIZE,
+                )
+                for name in ("fp32", "int8")
+            }
+            speeds = measure_cpu_speed(translators, sources)
+            for name, speed in speeds.items():
+                variants[name].cpu_speed = speed.as_dict()
+            cpu_variant = cpu_default_variant(speeds, variants)
+            report["cpu_default_variant"] = {name: speed.as_dict() for name, speed in speeds.items()} | {"chosen": cpu_variant}
+            progress(f"      CPU seconds: fp32 {speeds['fp32'].cpu_seconds}, int8 {speeds['int8'].cpu_seconds}: {cpu_variant} is the CPU default")
         decoding = DecodingDefaults()
         fp32 = sessions.get("fp32") or OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix="")), config.runtime) for pattern in (ENCODER_FILE, DECODER_FILE)))
         if config.decoding_split:
@@ -147,7 +168,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
                 decoding.attention_layer = max(layers, key=lambda m: (m.accuracy, m.layer)).layer
                 report["attention_alignment"] = {f"layer {m.layer}": f"{m.correct}/{m.compared}" for m in layers} | {"chosen": decoding.attention_layer}
         files = {path.name: sha256_of(path) for path in sorted(staging.iterdir()) if path.is_file()}
-        manifest = Manifest(config.name, config.version, spec, TOKENIZER_FILE, OPSET, variants, files, decoding=decoding)
+        manifest = Manifest(config.name, config.version, spec, TOKENIZER_FILE, OPSET, variants, files, decoding=decoding, cpu_default_variant=cpu_variant)
         manifest.save(staging)
         report["pytorch"] = {"evaluation": {"split": config.bleu_split, "search": "greedy", **reference_bleu.as_dict()}} if reference_bleu else {}
         (staging / PARITY_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
@@ -204,7 +225,7 @@ def publish(staging: Path, target: Path) -> None:
 def format_report(report: dict[str, dict]) -> str:
     lines = ["variant  on    max|dlogit|  greedy identical  BLEU    chrF   dBLEU vs PyTorch"]
     for name, entry in report.items():
-        if name in ("attention_alignment", "decoding_choice"):
+        if name in ("attention_alignment", "decoding_choice", "cpu_default_variant"):
             continue
         parity, evaluation = entry.get("parity", {}), entry.get("evaluation", {})
         identical = f"{parity['greedy_identical']}/{parity['greedy_compared']}" if "greedy_compared" in parity else "-"
@@ -215,6 +236,9 @@ def format_report(report: dict[str, dict]) -> str:
     if "decoding_choice" in report:
         choice = report["decoding_choice"]
         lines.append(f"default decoding (best {choice['split']} BLEU of {len(choice['trials'])}): beam {choice['chosen']['beam_size']}, length penalty {choice['chosen']['length_penalty']}")
+    if "cpu_default_variant" in report:
+        speeds = report["cpu_default_variant"]
+        lines.append(f"CPU default: {speeds['chosen']} (greedy on one thread: fp32 {speeds['fp32']['cpu_seconds']} s, int8 {speeds['int8']['cpu_seconds']} s of CPU)")
     if "attention_alignment" in report:
         lines.append(f"attention: lexicon words aligned right per decoder layer {report['attention_alignment']}")
     return "\n".join(lines)

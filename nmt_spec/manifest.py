@@ -57,6 +57,8 @@ class Variant:
     batch_invariant: bool = True
     parity: dict[str, Any] = field(default_factory=dict)  # against PyTorch, see export/parity.py
     evaluation: dict[str, Any] = field(default_factory=dict)  # e.g. test2016 BLEU of these graphs
+    # Greedy decoding on one CPU thread where the export ran: sentences, CPU seconds (export/cpu_choice.py)
+    cpu_speed: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +93,9 @@ class Manifest:
     # Where an imported model came from: its format, its config's name or path, the sha256 of
     # the checkpoint it was read from.
     origin: dict[str, str] = field(default_factory=dict)
+    # What `--variant auto` serves on a CPU: int8 where the export measured it faster than fp32
+    # (export/cpu_choice.py); fp32 in manifests written before it was measured.
+    cpu_default_variant: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -125,6 +130,7 @@ class Manifest:
                     batch_invariant=v.get("batch_invariant", name != "int8"),
                     parity=v.get("parity", {}),
                     evaluation=v.get("evaluation", {}),
+                    cpu_speed=v.get("cpu_speed", {}),
                 )
                 for name, v in values["variants"].items()
             }

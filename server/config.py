@@ -35,7 +35,7 @@ class ServerConfig:
     tls_client_ca_file: str = setting("", "PEM CA bundle: clients must present a certificate it signed (mutual TLS)")
     metrics_port: int = setting(9100, "Prometheus /metrics HTTP port; 0 disables it")
     device: Device = setting("auto", "ONNX Runtime execution provider: auto picks CUDA when a GPU is present", get_args(Device))
-    variant: Variant = setting("auto", "graph precision; auto: fp16 on CUDA (when the model has it), else fp32. int8 (per-row activation scales, batch-invariant) is 0.9-1.06x fp32 on 2 cores for the shipped models", get_args(Variant))
+    variant: Variant = setting("auto", "graph precision; auto: fp16 on CUDA (when the model has it); on a CPU the manifest's cpu_default_variant: int8 (per-row activation scales, batch-invariant) where the export measured it faster than fp32, else fp32. fp32 or int8 here serve that variant of every model", get_args(Variant))
     allow_batch_dependent_variants: int = setting(0, "1: serve a variant whose manifest says batch_invariant false (int8 exported before per-row activation scales), whose answers may depend on the requests batched with them; 0: refuse to load it")
     intra_op_threads: int = setting(0, "ONNX Runtime threads per session; 0: one per physical core")
     decode_workers: int = setting(1, "threads decoding separate batches of each model from its one queue; with --intra-op-threads 1, one worker per core decodes more sentences per second under load than one batch split over every core, a lone request less")

@@ -40,11 +40,10 @@ class ServedModel:
 
 
 def choose_variant(manifest: Manifest, wanted: str, on_cuda: bool, allow_batch_dependent: bool = False) -> str:
-    """The variant to serve: the one asked for, or fp16 on CUDA, else fp32. A client's answer must
-    not depend on other clients' traffic: a batch-dependent int8 needs the operator's consent. A
-    batch-invariant int8 (per-row scales) is one flag away but not auto's choice on the CPU: on
-    the shipped models (width 128) it is not faster than fp32 (docs/BENCHMARKS.md: 0.96x and 0.93x
-    in-process greedy, 0.90x and 1.02x through the server at 256 clients), and its BLEU is 0.06-0.12 lower."""
+    """The variant to serve: the one asked for; with auto, fp16 on CUDA (where the model has it),
+    on a CPU the manifest's CPU default (int8 where the export measured it faster than fp32,
+    export/cpu_choice.py), else fp32. A client's answer must not depend on other clients'
+    traffic: a batch-dependent int8 needs the operator's consent, and auto never picks one."""
     where = f"model {manifest.name} version {manifest.version}"
     if wanted != "auto":
         if wanted not in manifest.variants:
@@ -55,7 +54,10 @@ def choose_variant(manifest: Manifest, wanted: str, on_cuda: bool, allow_batch_d
                 "export it again for per-row activation scales, or pass --allow-batch-dependent-variants 1"
             )
         return wanted
-    return "fp16" if on_cuda and "fp16" in manifest.variants else "fp32"
+    if on_cuda:
+        return "fp16" if "fp16" in manifest.variants else "fp32"
+    preferred = manifest.variants.get(manifest.cpu_default_variant)
+    return manifest.cpu_default_variant if preferred is not None and preferred.batch_invariant else "fp32"
 
 
 def batcher_config(config: ServerConfig) -> BatcherConfig:

@@ -22,12 +22,13 @@ from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import CUDA, RuntimeConfig, cuda_device_present
 from decoding.search import GreedySearch, RunningBatch
 from decoding.translator import Translator
+from export.cpu_choice import MARGIN, CpuSpeed, cpu_default_variant
 from export.decoding_choice import DecodingTrial, best_trial
 from export.exporter import ExportConfig, export_model
 from export.shared_weights import SHARED_WEIGHTS_FILE
 from nmt_spec import Tokenizer
 from nmt_spec.graph_names import DECODER_INPUT_IDS, LOG_PROBS
-from nmt_spec.manifest import Manifest, ManifestError
+from nmt_spec.manifest import Manifest, ManifestError, Variant
 from tests.tiny_runs import PARALLEL_PAIRS, tiny_config, write_tiny_corpus
 from training.checkpoint import load_model
 from training.evaluate import translate
@@ -389,6 +390,28 @@ def test_ties_in_bleu_go_to_the_smaller_beam_and_the_penalty_nearest_one() -> No
     trials = [DecodingTrial(5, 1.4, 30.0), DecodingTrial(4, 0.6, 30.0), DecodingTrial(4, 1.0, 30.0), DecodingTrial(1, 1.0, 29.9)]
     assert best_trial(trials) == DecodingTrial(4, 1.0, 30.0)
     assert best_trial([*trials, DecodingTrial(5, 0.6, 30.1)]) == DecodingTrial(5, 0.6, 30.1)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_the_manifest_names_the_faster_of_fp32_and_int8_on_a_cpu_as_measured(exported: dict, architecture: str) -> None:
+    _, version = exported[architecture]
+    manifest = Manifest.load(version)
+    speeds = {name: manifest.variants[name].cpu_speed for name in ("fp32", "int8")}
+    assert all(speed["sentences"] == len(PARALLEL_PAIRS) and speed["cpu_seconds"] > 0 and speed["threads"] == 1 for speed in speeds.values()), speeds
+    faster = speeds["int8"]["cpu_seconds"] * MARGIN <= speeds["fp32"]["cpu_seconds"]
+    assert manifest.cpu_default_variant == ("int8" if faster else "fp32")
+    assert json.loads((version / "parity_report.json").read_text())["cpu_default_variant"]["chosen"] == manifest.cpu_default_variant
+
+
+def test_int8_is_the_cpu_default_only_when_batch_invariant_and_faster_by_the_margin() -> None:
+    variants = {"fp32": Variant(None, None, "any"), "int8": Variant(None, None, "cpu")}
+    fp32 = CpuSpeed(100, 1.0)
+    assert cpu_default_variant({"fp32": fp32, "int8": CpuSpeed(100, 0.9)}, variants) == "int8"
+    assert cpu_default_variant({"fp32": fp32, "int8": CpuSpeed(100, 0.99)}, variants) == "fp32"  # within the noise
+    assert cpu_default_variant({"fp32": fp32, "int8": CpuSpeed(100, 1.2)}, variants) == "fp32"
+    assert cpu_default_variant({"fp32": fp32}, variants) == "fp32"
+    variants["int8"].batch_invariant = False
+    assert cpu_default_variant({"fp32": fp32, "int8": CpuSpeed(100, 0.5)}, variants) == "fp32"
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

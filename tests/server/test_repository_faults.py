@@ -129,6 +129,26 @@ def batch_dependent_int8(version: Path) -> None:
     edit_manifest(version, lambda m: m["variants"]["int8"].update(batch_invariant=False))
 
 
+def test_auto_serves_the_variant_the_export_measured_fastest_on_a_cpu_and_a_flag_overrides_it(tmp_path: Path) -> None:
+    """The manifest's cpu_default_variant is what --variant auto serves on a CPU, whichever it
+    names; --variant fp32 serves fp32 all the same, and auto never takes a batch-dependent int8."""
+    flags = ["--default-model", "rnn-en-de"]
+    for number, (default, extra, served) in enumerate(
+        (("int8", [], "int8"), ("fp32", [], "fp32"), ("int8", ["--variant", "fp32"], "fp32"), ("int8 batch-dependent", [], "fp32"))
+    ):
+        repository = linked_repository(tmp_path / f"models-{number}", ("rnn-en-de",))
+        edit_manifest(repository / "rnn-en-de" / "1", lambda m, name=default.split()[0]: m.update(cpu_default_variant=name))
+        if default.endswith("batch-dependent"):
+            batch_dependent_int8(repository / "rnn-en-de" / "1")
+        running = start_server(tmp_path, "--model-repository", str(repository), *flags, *extra)
+        try:
+            (model,) = TranslatorClient(running.target).list_models().models
+            assert model.variant == served, (default, extra)
+            assert model.batch_invariant
+        finally:
+            assert running.stop() == 0
+
+
 def test_a_batch_dependent_variant_is_served_only_when_the_operator_asks(tmp_path: Path) -> None:
     """An int8 whose activation scales are per batch (older exports): --variant int8 refuses
     it, auto passes over it to fp32, and --allow-batch-dependent-variants 1 serves it, saying so."""
