@@ -1,7 +1,9 @@
 """The variant a CPU serves by default: int8 (activations quantized per row, so batch-invariant)
 where it decodes faster than fp32, fp32 otherwise. Measured per model, because it differs by
-model: on 2 cores the shipped RNN decodes 1.19x faster in int8, the width-128 Transformer 0.93x
-(docs/BENCHMARKS.md), where its per-row quantization nodes cost more than the integer products save."""
+model: on 2 cores the shipped RNN decodes 1.15x faster in int8, the width-128 Transformer 0.94x
+(docs/BENCHMARKS.md, both with the server's default threads), where its per-row quantization
+nodes, small elementwise kernels that gain little from a second thread, cost more than the
+integer products save."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from dataclasses import asdict, dataclass
 from decoding.translator import Translator
 from nmt_spec.manifest import Variant
 
-# int8 must save at least this much CPU time to become the default: a smaller difference is
-# within what one machine's speed drifts between rounds.
+# int8 must be at least this much faster to become the default: a smaller difference is within
+# what one machine's speed drifts between rounds.
 MARGIN = 1.05
-ROUNDS = 3
+ROUNDS = 5
 SENTENCES = 500
 BATCH_SIZE = 64  # sentences per batch, as the server's default --max-batch-size
 
@@ -23,23 +25,23 @@ BATCH_SIZE = 64  # sentences per batch, as the server's default --max-batch-size
 @dataclass(frozen=True)
 class CpuSpeed:
     sentences: int
-    cpu_seconds: float  # greedy, one ONNX Runtime thread, the fastest of the rounds
+    seconds: float  # greedy, the fastest of the rounds
 
     def as_dict(self) -> dict[str, float | int]:
-        return asdict(self) | {"threads": 1, "batch_size": BATCH_SIZE}
+        # intra_op_threads 0: ONNX Runtime's default, one per physical core, as the server's default
+        return asdict(self) | {"intra_op_threads": 0, "batch_size": BATCH_SIZE}
 
 
 def measure_cpu_speed(translators: dict[str, Translator], sources: list[str], rounds: int = ROUNDS) -> dict[str, CpuSpeed]:
-    """Greedy decoding of `sources` by each translator (sessions with one intra-op thread, whose
-    kernels run on the calling thread, so this thread's CPU time is theirs). Rounds alternate
-    between the translators and the fastest of each is kept: CPU time, not wall time, because
-    other work on a shared machine stretches the wall clock far more."""
+    """Greedy decoding of `sources` by each translator, with the sessions' threads as the server
+    starts them by default (one batch over every core). Rounds alternate between the translators
+    and the fastest of each is kept, so the machine's drift weighs on both alike."""
     fastest = {name: math.inf for name in translators}
     for _ in range(rounds):
         for name, translator in translators.items():
-            began = time.thread_time()
+            began = time.perf_counter()
             translator.translate(sources)
-            fastest[name] = min(fastest[name], time.thread_time() - began)
+            fastest[name] = min(fastest[name], time.perf_counter() - began)
     return {name: CpuSpeed(len(sources), round(seconds, 4)) for name, seconds in fastest.items()}
 
 
@@ -48,4 +50,4 @@ def cpu_default_variant(speeds: dict[str, CpuSpeed], variants: dict[str, Variant
     int8, fp32 = speeds.get("int8"), speeds.get("fp32")
     if int8 is None or fp32 is None or not variants["int8"].batch_invariant:
         return "fp32"
-    return "int8" if int8.cpu_seconds * MARGIN <= fp32.cpu_seconds else "fp32"
+    return "int8" if int8.seconds * MARGIN <= fp32.seconds else "fp32"

@@ -57,7 +57,7 @@ class Variant:
     batch_invariant: bool = True
     parity: dict[str, Any] = field(default_factory=dict)  # against PyTorch, see export/parity.py
     evaluation: dict[str, Any] = field(default_factory=dict)  # e.g. test2016 BLEU of these graphs
-    # Greedy decoding on one CPU thread where the export ran: sentences, CPU seconds (export/cpu_choice.py)
+    # Greedy decoding on the CPU where the export ran: sentences, seconds (export/cpu_choice.py)
     cpu_speed: dict[str, Any] = field(default_factory=dict)
 
 
