@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from decoding.onnx_decoder import OnnxSeq2Seq
+from decoding.runtime import RuntimeConfig, create_session
 from decoding.translator import Translator
+from export.graphs import DECODER_FILE, ENCODER_FILE
+from export.variants import VARIANTS
+from nmt_spec import ModelSpec, Tokenizer
+from nmt_spec.tokenizer import VocabularyTokenizer
 from nmt_spec.manifest import Variant
 
 # int8 must be at least this much faster to become the default: a smaller difference is within
@@ -51,3 +59,31 @@ def cpu_default_variant(speeds: dict[str, CpuSpeed], variants: dict[str, Variant
     if int8 is None or fp32 is None or not variants["int8"].batch_invariant:
         return "fp32"
     return "int8" if int8.seconds * MARGIN <= fp32.seconds else "fp32"
+
+
+def choose_cpu_variant(
+    staging: Path, spec: ModelSpec, tokenizer: Tokenizer | VocabularyTokenizer, variants: dict[str, Variant], sources: list[str], progress: Callable[[str], None]
+) -> tuple[str, dict]:
+    """The staged fp32 and int8 graphs timed on `sources` (their first SENTENCES): each variant's
+    cpu_speed filled in, and the CPU default with what it was chosen from. fp32 where either
+    variant is missing or there is nothing to time."""
+    if not {"fp32", "int8"} <= set(variants) or not sources:
+        return "fp32", {}
+    sources = sources[:SENTENCES]
+    progress(f"[4/4] fp32 against int8 on the CPU, greedy, {len(sources)} sentences, {ROUNDS} rounds")
+    server_default = RuntimeConfig(device="cpu")
+    translators = {
+        name: Translator(
+            OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix=VARIANTS[name].file_suffix)), server_default) for pattern in (ENCODER_FILE, DECODER_FILE))),
+            spec,
+            tokenizer,
+            max_batch_size=BATCH_SIZE,
+        )
+        for name in ("fp32", "int8")
+    }
+    speeds = measure_cpu_speed(translators, sources)
+    for name, speed in speeds.items():
+        variants[name].cpu_speed = speed.as_dict()
+    chosen = cpu_default_variant(speeds, variants)
+    progress(f"      seconds: fp32 {speeds['fp32'].seconds}, int8 {speeds['int8'].seconds}: {chosen} is the CPU default")
+    return chosen, {name: speed.as_dict() for name, speed in speeds.items()} | {"chosen": chosen}

@@ -18,7 +18,7 @@ from export.alignment import measure_layers
 from export.graph_builder import OPSET
 from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
 from export.parity import measure_parity
-from export.cpu_choice import BATCH_SIZE, ROUNDS, SENTENCES, cpu_default_variant, measure_cpu_speed
+from export.cpu_choice import choose_cpu_variant
 from export.decoding_choice import best_trial, decoding_trials, trials_report
 from export.shared_weights import SHARED_WEIGHTS_FILE, store_shared_weights_once
 from export.variants import VARIANTS, VariantRecipe, write_variant
@@ -131,26 +131,9 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
             variants[name] = variant
             report[name] = {"parity": variant.parity, "evaluation": variant.evaluation}
 
-        cpu_variant = "fp32"
-        if {"fp32", "int8"} <= set(config.variants):
-            sources = bleu_data[0][:SENTENCES] if bleu_data else parity_sources
-            progress(f"[4/4] fp32 against int8 on the CPU, greedy, {len(sources)} sentences, {ROUNDS} rounds")
-            server_default = RuntimeConfig(device="cpu")
-            translators = {
-                name: Translator(
-                    OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix=VARIANTS[name].file_suffix)), server_default) for pattern in (ENCODER_FILE, DECODER_FILE))),
-                    spec,
-                    tokenizer,
-                    max_batch_size=BATCH_SIZE,
-                )
-                for name in ("fp32", "int8")
-            }
-            speeds = measure_cpu_speed(translators, sources)
-            for name, speed in speeds.items():
-                variants[name].cpu_speed = speed.as_dict()
-            cpu_variant = cpu_default_variant(speeds, variants)
-            report["cpu_default_variant"] = {name: speed.as_dict() for name, speed in speeds.items()} | {"chosen": cpu_variant}
-            progress(f"      seconds: fp32 {speeds['fp32'].seconds}, int8 {speeds['int8'].seconds}: {cpu_variant} is the CPU default")
+        cpu_variant, cpu_report = choose_cpu_variant(staging, spec, tokenizer, variants, bleu_data[0] if bleu_data else parity_sources, progress)
+        if cpu_report:
+            report["cpu_default_variant"] = cpu_report
         decoding = DecodingDefaults()
         fp32 = sessions.get("fp32") or OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix="")), config.runtime) for pattern in (ENCODER_FILE, DECODER_FILE)))
         if config.decoding_split:

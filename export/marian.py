@@ -22,6 +22,7 @@ from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session
 from decoding.translator import Translator
 from export.graph_builder import OPSET
+from export.cpu_choice import choose_cpu_variant
 from export.exporter import PARITY_REPORT_FILE, graph_info, publish, stage_graphs, staging_beside, version_directory
 from export.graphs import DECODER_FILE, ENCODER_FILE
 from export.variants import VARIANTS
@@ -230,11 +231,13 @@ def import_marian(job: MarianImport, progress: Callable[[str], None] = print) ->
             progress(f"[3/4] parity with transformers on {len(job.parity_texts)} sentences")
             report = transformers_parity(directory, staging, spec, decoding, job.parity_texts)
             variants["fp32"].parity = report
+        # the parity sentences, when given, also time fp32 against int8 for the CPU default
+        cpu_variant, cpu_report = choose_cpu_variant(staging, spec, load_tokenizer(staging, spec), variants, job.parity_texts, progress)
         files = {path.name: sha256_of(path) for path in sorted(staging.iterdir()) if path.is_file()}
         origin = {"format": "transformers MarianMTModel", "config": str(config.get("_name_or_path") or directory), "checkpoint": weight_file.name, "checkpoint_sha256": sha256_of(weight_file)}
-        manifest = Manifest(job.name, job.version, spec, SOURCE_SPM, OPSET, variants, files, created_by="python -m export --from-transformers", decoding=decoding, origin=origin)
+        manifest = Manifest(job.name, job.version, spec, SOURCE_SPM, OPSET, variants, files, created_by="python -m export --from-transformers", decoding=decoding, origin=origin, cpu_default_variant=cpu_variant)
         manifest.save(staging)
-        (staging / PARITY_REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        (staging / PARITY_REPORT_FILE).write_text(json.dumps(report | ({"cpu_default_variant": cpu_report} if cpu_report else {}), indent=2) + "\n")
         publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from export.cpu_choice import MARGIN
 from export.marian import ImportRefused, MarianImport, generate, import_marian
 from nmt_spec.manifest import Manifest, sha256_of
 from server.client import TranslatorClient
@@ -88,6 +89,10 @@ def test_the_manifest_records_where_the_model_came_from(marian: Path, imported: 
     assert (manifest.spec.source_language, manifest.spec.target_language) == ("en", "de")
     assert manifest.decoding.beam_size == 4 and manifest.spec.special_ids.pad in manifest.decoding.suppressed_ids
     assert set(manifest.variants) == {"fp32", "int8"}
+    # the parity sentences also timed both variants: the CPU default is the faster by the margin
+    speeds = {name: manifest.variants[name].cpu_speed for name in ("fp32", "int8")}
+    assert all(speed["sentences"] > 0 and speed["seconds"] > 0 for speed in speeds.values()), speeds
+    assert manifest.cpu_default_variant == ("int8" if speeds["int8"]["seconds"] * MARGIN <= speeds["fp32"]["seconds"] else "fp32")
     decoder = {t.name for t in manifest.variants["fp32"].decoder.inputs}
     assert {"past_key_values.0.decoder.key", "past_key_values.0.encoder.key", "output_attentions"} <= decoder
 
