@@ -28,6 +28,8 @@ MARGIN = 1.05
 ROUNDS = 5
 SENTENCES = 500
 BATCH_SIZE = 64  # sentences per batch, as the server's default --max-batch-size
+# the sessions as the server starts them by default: one batch over every core
+SERVER_DEFAULT = RuntimeConfig(device="cpu")
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,7 @@ class CpuSpeed:
     seconds: float  # greedy, the fastest of the rounds
 
     def as_dict(self) -> dict[str, float | int]:
-        # intra_op_threads 0: ONNX Runtime's default, one per physical core, as the server's default
-        return asdict(self) | {"intra_op_threads": 0, "batch_size": BATCH_SIZE}
+        return asdict(self) | {"intra_op_threads": SERVER_DEFAULT.intra_op_threads, "batch_size": BATCH_SIZE}
 
 
 def measure_cpu_speed(translators: dict[str, Translator], sources: list[str], rounds: int = ROUNDS) -> dict[str, CpuSpeed]:
@@ -71,10 +72,9 @@ def choose_cpu_variant(
         return "fp32", {}
     sources = sources[:SENTENCES]
     progress(f"[4/4] fp32 against int8 on the CPU, greedy, {len(sources)} sentences, {ROUNDS} rounds")
-    server_default = RuntimeConfig(device="cpu")
     translators = {
         name: Translator(
-            OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix=VARIANTS[name].file_suffix)), server_default) for pattern in (ENCODER_FILE, DECODER_FILE))),
+            OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix=VARIANTS[name].file_suffix)), SERVER_DEFAULT) for pattern in (ENCODER_FILE, DECODER_FILE))),
             spec,
             tokenizer,
             max_batch_size=BATCH_SIZE,
