@@ -27,7 +27,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NMT_MODEL_REPOSITORY=/opt/nmt/models \
     NMT_HOST=0.0.0.0 \
     NMT_PORT=50051 \
-    NMT_METRICS_PORT=9100
+    NMT_METRICS_PORT=9100 \
+    NMT_HTTP_PORT=8080
 # The CUDA base has no Python; the slim Python base has one. Either way the server gets a venv.
 # hadolint ignore=DL3008
 RUN if ! command -v python3 >/dev/null; then \
@@ -41,6 +42,6 @@ RUN /opt/nmt/install/install-server.sh /tmp/wheels "${SERVE_EXTRA}" && rm -rf /t
 # The default models; mount another repository at $NMT_MODEL_REPOSITORY to serve others.
 COPY models/ /opt/nmt/models/
 USER 10001:10001
-EXPOSE 50051 9100
+EXPOSE 50051 9100 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 CMD ["nmt-translate", "--target", "localhost:50051", "--health"]
 ENTRYPOINT ["nmt-serve"]

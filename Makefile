@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # The main job: serve the default models (models/) over gRPC, translate with the client, stop.
 DEMO_PORT ?= 50051
 demo: install
-	@$(BIN)/python -m server --port $(DEMO_PORT) --metrics-port 0 & server=$$!; \
+	@$(BIN)/python -m server --port $(DEMO_PORT) --metrics-port 0 --http-port 0 & server=$$!; \
 	trap "kill $$server 2>/dev/null" EXIT; \
 	$(BIN)/python -m server.client --target localhost:$(DEMO_PORT) --wait 120 --list-models && \
 	$(BIN)/python -m server.client --target localhost:$(DEMO_PORT) "A man is riding a bike." "Two dogs are playing in the snow." && \
@@ -36,12 +36,12 @@ proto: install
 bench: install
 	$(BIN)/python -m bench
 
-# The same on a GPU (a CUDA build of onnxruntime): both models exported with fp16 graphs and the
-# Transformer's caches written in place into models-gpu/ (fp16 parity is checked on the GPU),
-# then docs/BENCHMARKS-GPU.md and its plot.
+# The same on a GPU (a CUDA build of onnxruntime): both models exported with fp16 graphs into
+# models-gpu/ (fp16 parity is checked on the GPU; concatenated caches: the in-place export gave
+# wrong answers on CUDA), then docs/BENCHMARKS-GPU.md and its plot. bench/gpu_session.sh runs the same.
 bench-gpu: install
 	for model in transformer-en-de rnn-en-de; do \
-		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 2 --variants fp32 fp16 --out models-gpu --overwrite --in-place-caches || exit 1; \
+		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 2 --variants fp32 fp16 --out models-gpu --overwrite || exit 1; \
 	done
 	$(BIN)/python -m bench.gpu --repository models-gpu
 

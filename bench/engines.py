@@ -204,7 +204,7 @@ class ServerProcess:
 
     def __init__(self, model: str, policy: str, layout: Layout, port: int, log: Path, extra: list[str]) -> None:
         command = [
-            sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0",
+            sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", "0", "--http-port", "0",
             "--models", model, "--default-model", model, "--batching", policy, "--default-beam-size", "1",
             "--decode-workers", str(layout.workers), "--intra-op-threads", str(layout.threads), *extra,
         ]  # fmt: skip

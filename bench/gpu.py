@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     report = GpuReport(
         texts, references, machine_description(args.device), command,
         layout_header="where", reference_label=f"ONNX fp32 on the CPU ({CPU_REFERENCE})", title="Benchmarks on a GPU",
-        device=args.device, batch_sizes=args.batch_sizes,
+        device=args.device, batch_sizes=args.batch_sizes, repository=args.repository,
     )  # fmt: skip
     report.peak_flops = fp16_matmul_peak(args.device)
     threads = os.cpu_count() or 1

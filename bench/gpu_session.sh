@@ -12,11 +12,14 @@
 #                                       # installs, exports fp16, runs the CUDA tests and python -m bench.gpu;
 #                                       # docs/BENCHMARKS-GPU.md, its plot and the logs go to $OUT
 #
-# Pieces already received stay on the machine between calls (ignored paths that a call does not
-# carry are kept), so a call cut short is resent alone. Each step prints its seconds.
+# A call removes the carried paths it does not name, so `receive` copies its piece out of the work
+# tree at once, into $NMT_GPU_PIECES (/tmp/nmt-gpu-pieces), which lasts while the machine stays
+# warm (it goes back 30 s after a call: make the calls one after another). A call cut short is
+# resent alone. Each step prints its seconds.
 set -euo pipefail
 
 GPU_DIR=.gpu
+STORE=${NMT_GPU_PIECES:-/tmp/nmt-gpu-pieces}  # the pieces received, outside the work tree
 ORT_WHEEL="onnxruntime-gpu>=1.31,<1.32"
 # What the server needs that the machine's image lacks or holds at other versions (pyproject.toml's pins).
 SMALL_WHEELS=("grpcio==1.85.1" "grpcio-health-checking==1.85.1" "grpcio-reflection==1.85.1" "protobuf==7.35.1" "sentencex>=1.0.32,<1.1")
@@ -64,7 +67,7 @@ prepare() {
 missing_pieces() {
     local name
     for name in $(cat "$GPU_DIR/meta/pieces"); do
-        [ -f "$GPU_DIR/pieces/$name" ] || echo "$name"
+        [ -f "$STORE/$name" ] || echo "$name"
     done
 }
 
@@ -75,16 +78,24 @@ machine() {
 }
 
 receive() {
-    if [ ! -f "$GPU_DIR/machine" ]; then
-        step "the machine" machine | tee "$GPU_DIR/machine"
+    mkdir -p "$STORE"
+    if [ -d "$GPU_DIR/pieces" ]; then
+        cp -- "$GPU_DIR"/pieces/* "$STORE/" 2>/dev/null || true
     fi
+    if [ ! -f "$STORE/machine" ]; then
+        step "the machine" machine | tee "$STORE/machine"
+    fi
+    echo "pieces received: $(ls "$STORE" | grep -v machine | tr '\n' ' ')"
     echo "pieces still missing: $(missing_pieces | tr '\n' ' ')"
 }
 
 install() {
     local wheel
     wheel="/tmp/$(cat "$GPU_DIR/meta/wheel-name")"
-    cat "$GPU_DIR"/pieces/* >"$wheel"
+    local name
+    for name in $(cat "$GPU_DIR/meta/pieces"); do
+        cat "$STORE/$name"
+    done >"$wheel"
     (cd /tmp && sha256sum --check --quiet "$OLDPWD/$GPU_DIR/meta/wheel.sha256")
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheel" "$GPU_DIR"/wheels/*.whl
     python3 -c "import onnxruntime as ort; ort.preload_dlls(); print(ort.__version__, ort.get_available_providers())"
@@ -93,7 +104,7 @@ install() {
 export_fp16() {
     local model
     for model in transformer-en-de rnn-en-de; do
-        python3 -m export --checkpoint "checkpoints/$model/model.pt" --name "$model" --version 2 --variants fp32 fp16 --out models-gpu --overwrite --in-place-caches
+        python3 -m export --checkpoint "checkpoints/$model/model.pt" --name "$model" --version 2 --variants fp32 fp16 --out models-gpu --overwrite
     done
 }
 
@@ -119,7 +130,7 @@ prepare) prepare ;;
 receive) receive ;;
 run) run ;;
 *)
-    sed -n '2,17p' "$0"
+    sed -n '2,18p' "$0"
     exit 2
     ;;
 esac

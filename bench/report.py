@@ -43,6 +43,7 @@ class Report:
     measurements: list[Measurement] = field(default_factory=list)
     flops: dict[str, FlopsFunction] = field(default_factory=dict)
     tokenizers: dict[str, Tokenizer] = field(default_factory=dict)
+    repository: Path = ROOT / "models"  # where each model's tokenizer is read (the benchmarked repository)
     layout_header: str = "batches at once x threads"
     reference_label: str = "ONNX fp32"  # the first measurement of our module in-process, fp32
     title: str = "Benchmarks"
@@ -62,7 +63,7 @@ class Report:
 
     def tokenizer(self, model: str) -> Tokenizer:
         if model not in self.tokenizers:
-            self.tokenizers[model] = Tokenizer(latest_version(ROOT / "models" / model) / "tokenizer.model")
+            self.tokenizers[model] = Tokenizer(latest_version(self.repository / model) / "tokenizer.model")
         return self.tokenizers[model]
 
     def target_tokens(self, m: Measurement) -> int:

@@ -2,9 +2,12 @@
 expected greedy translation of its sentence (computed here by the decoding module, on the variant
 the server serves). Reports requests sent, answered, wrong, lost (neither an answer nor an
 error), errors by status code, latency and the server's memory. Exit status 1 if any answer was
-wrong or lost, or if memory grew by more than 5% after warm-up in a run of 5 minutes or more.
+wrong or lost, if the server was not SERVING at the end, or if memory grew by more than 5% after
+warm-up in a run of 5 minutes or more. With --hostile, hostile and heavy requests are mixed in
+(bench/hostile_load.py) and reported per kind.
 
     python -m bench.soak --clients 64 --duration 600        # starts its own server
+    python -m bench.soak --clients 16 --duration 120 --hostile
     python -m bench.soak --target host:50051 --server-pid 1234 --duration 600
 """
 
@@ -20,14 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.engines import ROOT, Layout, ServerProcess, free_port
+from bench.hostile_load import TABLE_HEAD, Expected, KindResult, expected_answers, hostile_clients
 from bench.load import percentile
+from decoding.runtime import RuntimeConfig
+from decoding.translator import Translator
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from nmt_spec.manifest import latest_version
 
 RSS_BAR = 0.05
+RSS_SAMPLES = 10
 WARM_UP_FRACTION = 0.2  # memory is compared from the end of the first fifth of the run
 
 
@@ -49,6 +57,9 @@ class SoakResult:
     rss_after_warm_up: int = 0
     rss_end: int = 0
     duration: float = 0.0
+    kinds: dict[str, KindResult] = field(default_factory=dict)  # the hostile and heavy requests, with --hostile
+    serving_at_end: bool = True
+    rss_samples: list[int] = field(default_factory=list)  # after warm-up, every tenth of the run
 
     @property
     def rss_growth(self) -> float:
@@ -57,19 +68,33 @@ class SoakResult:
     def percentile(self, fraction: float) -> float:
         return percentile(self.latencies, fraction)
 
+    @property
+    def failed(self) -> bool:
+        """Anything wrong or lost, of any kind, or the server no longer SERVING."""
+        kinds = self.kinds.values()
+        return bool(self.wrong or self.lost or any(kind.wrong or kind.lost for kind in kinds)) or not self.serving_at_end
+
+    def kinds_table(self) -> str:
+        return "\n".join([TABLE_HEAD, *(kind.row(name) for name, kind in self.kinds.items())])
+
     def table(self) -> str:
         errors = ", ".join(f"{code} {count}" for code, count in sorted(self.errors.items())) or "none"
         return "\n".join(
             [
-                "| duration | sent | answered | wrong | lost | errors | p50 ms | p99 ms | RSS after warm-up | RSS at end | growth |",
-                "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+                "| duration | sent | answered | wrong | lost | errors | p50 ms | p95 ms | p99 ms | max ms | RSS after warm-up | RSS at end | growth |",
+                "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
                 f"| {self.duration:.0f} s | {self.sent} | {self.answered} | {self.wrong} | {self.lost} | {errors} | {1000 * self.percentile(0.5):.0f} | "
-                f"{1000 * self.percentile(0.99):.0f} | {self.rss_after_warm_up / 2**20:.0f} MiB | {self.rss_end / 2**20:.0f} MiB | {self.rss_growth:+.1%} |",
+                f"{1000 * self.percentile(0.95):.0f} | {1000 * self.percentile(0.99):.0f} | {1000 * max(self.latencies, default=0.0):.0f} | "
+                f"{self.rss_after_warm_up / 2**20:.0f} MiB | {self.rss_end / 2**20:.0f} MiB | {self.rss_growth:+.1%} |",
             ]
         )
 
 
-async def soak(target: str, pid: int, pairs: list[tuple[str, str]], clients: int, duration: float, deadline: float, model: str) -> SoakResult:
+async def soak(
+    target: str, pid: int, pairs: list[tuple[str, str]], clients: int, duration: float, deadline: float, model: str, hostile: Expected | None = None
+) -> SoakResult:
+    """`clients` light clients (one sentence a request), and with `hostile` one client of each
+    hostile or heavy kind (bench/hostile_load.py) beside them."""
     result = SoakResult()
     began = time.monotonic()
     stop_at = began + duration
@@ -103,18 +128,29 @@ async def soak(target: str, pid: int, pairs: list[tuple[str, str]], clients: int
         async def watch_memory() -> None:
             await asyncio.sleep(max(0.0, warm_up_at - time.monotonic()))
             result.rss_after_warm_up = rss_bytes(pid)
+            while (left := stop_at - time.monotonic()) > 0:  # the curve: growth that levels off is no leak
+                result.rss_samples.append(rss_bytes(pid))
+                await asyncio.sleep(min(left, duration / RSS_SAMPLES))
 
-        await asyncio.gather(watch_memory(), *[client(seed) for seed in range(clients)])
+        async def hostile_kinds() -> None:
+            if hostile is not None:
+                result.kinds = await hostile_clients(channel, model, hostile, stop_at, deadline)
+
+        await asyncio.gather(watch_memory(), hostile_kinds(), *[client(seed) for seed in range(clients)])
+        health = health_pb2_grpc.HealthStub(channel)
+        status = (await health.Check(health_pb2.HealthCheckRequest(service="nmt.v1.Translator"), timeout=10)).status
+        result.serving_at_end = status == health_pb2.HealthCheckResponse.SERVING
     result.rss_end = rss_bytes(pid)
     result.duration = time.monotonic() - began
     return result
 
 
-def expected_translations(model: str, variant: str, sentences: list[str]) -> list[tuple[str, str]]:
-    from decoding.runtime import RuntimeConfig
-    from decoding.translator import Translator
+def translator_of(model: str, variant: str) -> Translator:
+    return Translator.from_repository(latest_version(ROOT / "models" / model), variant, RuntimeConfig(device="cpu"))
 
-    translator = Translator.from_repository(latest_version(ROOT / "models" / model), variant, RuntimeConfig(device="cpu"))
+
+def expected_translations(model: str, variant: str, sentences: list[str]) -> list[tuple[str, str]]:
+    translator = translator_of(model, variant)
     return list(zip(sentences, translator.translate(sentences, translator.default_options(beam_size=1))))  # as ServerProcess serves: greedy
 
 
@@ -145,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, default=0, help="its process id, for its memory")
     parser.add_argument("--batching", default="dynamic", choices=["dynamic", "inflight"], help="policy of the server this command starts")
     parser.add_argument("--layout", type=Layout.parse, default=Layout(1, 0), help="its decode workers x ONNX Runtime threads (0: ONNX Runtime's default)")
+    parser.add_argument("--hostile", action="store_true", help="mix hostile and heavy requests into the load (bench/hostile_load.py): 1 MB texts, a 300-sentence document at beam 8, a stream pushing 1,000 requests")
     parser.add_argument("--variant", default="auto", help="what the server this command starts serves (auto: its choice on a CPU); a --target is asked (ListModels)")
     args = parser.parse_args(argv)
 
@@ -152,18 +189,22 @@ def main(argv: list[str] | None = None) -> int:
     variant = served_variant(args.target, args.model) if args.target else cpu_variant(args.model, args.variant)
     print(f"expected translations of {len(sentences)} sentences ({variant}) ...", file=sys.stderr, flush=True)
     pairs = expected_translations(args.model, variant, sentences)
+    hostile = expected_answers(translator_of(args.model, variant), sentences, dict(pairs)) if args.hostile else None
     if args.target:
-        result = asyncio.run(soak(args.target, args.server_pid, pairs, args.clients, args.duration, args.deadline, args.model))
+        result = asyncio.run(soak(args.target, args.server_pid, pairs, args.clients, args.duration, args.deadline, args.model, hostile))
     else:
         import tempfile
 
         log = Path(tempfile.mkdtemp(prefix="soak-")) / "server.log"
         with ServerProcess(args.model, args.batching, args.layout, free_port(), log, ["--variant", variant]) as server:
             print(f"soak: {args.clients} clients for {args.duration:.0f} s against {server.target} ({args.batching} batching, {args.layout})", file=sys.stderr, flush=True)
-            result = asyncio.run(soak(server.target, server.process.pid, pairs, args.clients, args.duration, args.deadline, args.model))
+            result = asyncio.run(soak(server.target, server.process.pid, pairs, args.clients, args.duration, args.deadline, args.model, hostile))
+    if result.kinds:
+        print(result.kinds_table() + "\n\nLight requests (one sentence each), meanwhile:\n")
     print(result.table())
+    print("\nRSS after warm-up, every tenth of the run: " + ", ".join(f"{rss / 2**20:.0f}" for rss in result.rss_samples + [result.rss_end]) + " MiB")
     memory_failed = args.duration >= 300 and result.rss_growth > RSS_BAR
-    return 1 if result.wrong or result.lost or memory_failed else 0
+    return 1 if result.failed or memory_failed else 0
 
 
 if __name__ == "__main__":

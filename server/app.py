@@ -15,9 +15,11 @@ from grpc_reflection.v1alpha import reflection
 from nmt.v1 import translator_pb2, translator_pb2_grpc
 from nmt_spec.manifest import ManifestError
 from server.config import ServerConfig, parse_config
+from server.http_api import HttpApi, serve_http
 from server.lifecycle import Lifecycle
 from server.metrics import ServerMetrics
 from server.models import ModelRegistry, load_and_warm_up
+from server.off_loop import OffLoop
 from server.service import TranslatorService
 
 log = logging.getLogger("server")
@@ -81,17 +83,34 @@ async def serve(config: ServerConfig) -> int:
     metrics = ServerMetrics()
     lifecycle = Lifecycle()
     server = grpc.aio.server(options=grpc_options(config))
-    translator_pb2_grpc.add_TranslatorServicer_to_server(TranslatorService(lifecycle, config, metrics), server)
+    off_loop = OffLoop(config.preparation_workers)
+    service = TranslatorService(lifecycle, config, metrics, off_loop)
+    translator_pb2_grpc.add_TranslatorServicer_to_server(service, server)
     health_service = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     await set_health(health_service, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection([SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server)
     port = add_port(server, config)
     await server.start()
-    if config.metrics_port:
-        metrics.serve(config.metrics_port, config.host)
-    log.info("gRPC listening on %s:%d, metrics on :%d/metrics; loading models from %s", config.host, port, config.metrics_port, config.model_repository)
+    http_servers = [await metrics.serve(config.metrics_port, config.host)] if config.metrics_port else []
+    if config.http_port:
+        http_servers.append(await serve_http(HttpApi(service, off_loop), config))
+    log.info(
+        "gRPC listening on %s:%d, HTTP/JSON on :%d, metrics on :%d/metrics; loading models from %s",
+        config.host, port, config.http_port, config.metrics_port, config.model_repository,
+    )  # fmt: skip
+    try:
+        return await serve_until_stopped(config, server, health_service, lifecycle, metrics)
+    finally:
+        for http_server in http_servers:
+            await http_server.cleanup()
+        off_loop.close()
 
+
+async def serve_until_stopped(
+    config: ServerConfig, server: grpc.aio.Server, health_service: health.aio.HealthServicer, lifecycle: Lifecycle, metrics: ServerMetrics
+) -> int:
+    """Loads the models, serves until SIGTERM/SIGINT, drains; returns the exit status."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

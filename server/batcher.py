@@ -8,17 +8,18 @@ Two policies, same worker:
   and finished ones leave it, so a long sentence never holds the others back.
 
 With several workers, each decodes its own batch from the shared queue (ONNX Runtime sessions
-may be run from several threads at once)."""
+may be run from several threads at once). The queue gives requests turns (server/fair_queue.py):
+a document's items alternate with other requests' instead of holding the workers in a row."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from decoding.constraints import TokenRules
 from decoding.search import GreedySearch, IncrementalDecoder, RunningBatch, Search
 from nmt_spec import SpecialIds
 from server.errors import DecodeFailed, QueueFull, Replaced, Unavailable
+from server.fair_queue import FairQueue
 from server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 # more sentences per second than joining at every step, for a wait of a step or two.
 ADMIT_WHEN_FREE = 1 / 16
 # The dynamic policy looks this many batches deep into the queue for sentences of similar
-# length to the oldest one (CTranslate2 sorts a read-ahead of its input the same way).
+# length to the one whose turn it is (CTranslate2 sorts a read-ahead of its input the same way).
 LENGTH_GROUPING_READ_AHEAD = 4
 
 
@@ -57,8 +59,9 @@ class Answer:
     sentences, in order. A decode worker hands the items a step finished to each loop in one
     call (one wake-up of the loop for all of them, not a future chain per request)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, parts: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, parts: int, turn: Hashable | None) -> None:
         self.loop = loop
+        self.turn = self if turn is None else turn  # whose turn its items take in the queue
         self.future: asyncio.Future[list] = loop.create_future()
         self.items: list[WorkItem] = []
         self._parts: list[list | None] = [None] * parts
@@ -91,6 +94,10 @@ class WorkItem:
     cancelled: bool = False
     search: Search | None = None
     first: int = 0  # its first sentence in the search
+
+    @property
+    def turn(self) -> Hashable:
+        return self.answer.turn
 
     @property
     def in_search(self) -> tuple[int, int]:
@@ -131,8 +138,9 @@ class Batcher:
         self.special = special
         self.config = config
         self.lanes = [Lane(RunningBatch(self._timed_start(start))) for _ in range(config.workers)]
-        self.queue: deque[WorkItem] = deque()
+        self.queue: FairQueue[WorkItem] = FairQueue()
         self.queued_sentences = 0
+        self.room_waiters: list[asyncio.Future] = []  # submit_when_room's, woken when items leave the queue
         self.condition = threading.Condition()
         self.stopping = False
         self.closing = False
@@ -164,12 +172,13 @@ class Batcher:
 
     # -- called from the event loop -------------------------------------------------------
 
-    def submit(self, sources: list[list[int]], options: SearchOptions, loop: asyncio.AbstractEventLoop) -> Answer:
+    def submit(self, sources: list[list[int]], options: SearchOptions, loop: asyncio.AbstractEventLoop, turn: Hashable | None = None) -> Answer:
         """One request's sentences, queued as items of at most a batch each (so that a long
         document shares batches with other requests instead of making one outsized batch),
-        all of them or none; answered on `loop` (the caller's)."""
+        all of them or none; answered on `loop` (the caller's). `turn`: what its items take turns
+        as (a stream's requests share one); None: the request on its own."""
         parts = self._parts(sources, options)
-        answer = Answer(loop, len(parts))
+        answer = Answer(loop, len(parts), turn)
         items = answer.items = [WorkItem(part, options, answer, number) for number, part in enumerate(parts)]
         sentences = len(sources)
         with self.condition:
@@ -177,15 +186,44 @@ class Batcher:
                 raise Unavailable(f"model {self.model} is shutting down")
             if self.closing:
                 raise Replaced(f"model {self.model} was replaced by a newer version")
-            if self.queued_sentences + sentences > self.config.max_queue_size:
+            if not self._has_room(sentences):
                 raise QueueFull(
                     f"the queue of model {self.model} is full ({self.queued_sentences} of {self.config.max_queue_size} sentences waiting); retry later with backoff"
                 )
-            self.queue.extend(items)
+            self.queue.add(items)
             self.queued_sentences += sentences
             self.queue_depth.set(self.queued_sentences)
             self.condition.notify_all()
         return answer
+
+    async def submit_when_room(self, sources: list[list[int]], options: SearchOptions, loop: asyncio.AbstractEventLoop, turn: Hashable | None = None) -> Answer:
+        """As submit, but while the queue is full it waits for room instead of refusing: the
+        requests of a stream, whose next one is not read meanwhile (HTTP/2 flow control then
+        slows the sender). A request larger than the whole queue is refused by validation."""
+        while True:
+            try:
+                return self.submit(sources, options, loop, turn)
+            except QueueFull:
+                room = loop.create_future()
+                with self.condition:
+                    full = not self._has_room(len(sources))
+                    if full:
+                        self.room_waiters.append(room)
+                if full:
+                    await room
+
+    def _has_room(self, sentences: int) -> bool:
+        return self.queued_sentences + sentences <= self.config.max_queue_size
+
+    def _left_queue(self) -> None:
+        """Under the condition, after items left the queue: its count, and the waiters woken."""
+        self.queue_depth.set(self.queued_sentences)
+        waiters, self.room_waiters = self.room_waiters, []
+        for waiter in waiters:
+            try:
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # that loop is closed
+                pass
 
     def _parts(self, sources: list[list[int]], options: SearchOptions) -> list[list[list[int]]]:
         """Consecutive runs of sentences that each fit in one batch (one sentence always does)."""
@@ -208,7 +246,7 @@ class Batcher:
                 if item in self.queue:
                     self.queue.remove(item)
                     self.queued_sentences -= item.sentences
-            self.queue_depth.set(self.queued_sentences)
+            self._left_queue()
             self.condition.notify_all()
 
     def close(self) -> None:
@@ -254,9 +292,9 @@ class Batcher:
             while not self.queue and not self.stopping and not self.closing:
                 self.condition.wait()
             if self.stopping:
-                _hand_over([(item, Unavailable(f"model {self.model} shut down before this request started")) for item in self.queue])
-                self.queue.clear()
-                self.queue_depth.set(0)
+                _hand_over([(item, Unavailable(f"model {self.model} shut down before this request started")) for item in self.queue.clear()])
+                self.queued_sentences = 0
+                self._left_queue()
                 return None
             if not self.queue:  # closing, and everything submitted is answered
                 return [] if lane.running else None
@@ -266,16 +304,15 @@ class Batcher:
             if not self.queue:  # another lane took it while this one waited
                 return []
             taken = self._pick() if self.config.policy == "dynamic" else self._pick_in_order(lane)
-            for item in taken:
-                self.queue.remove(item)
-                self.queued_sentences -= item.sentences
-            self.queue_depth.set(self.queued_sentences)
+            self.queue.take(taken)
+            self.queued_sentences -= sum(item.sentences for item in taken)
+            self._left_queue()
             return taken
 
     def _wait_to_fill(self) -> None:
         deadline = time.monotonic() + self.config.max_queue_delay_seconds
         with self.condition:
-            while sum(item.rows for item in self.queue) < self.config.max_batch_size and not self.stopping:
+            while self.queue.rows < self.config.max_batch_size and not self.stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -287,7 +324,7 @@ class Batcher:
         return rows <= self.config.max_batch_size and rows * longest <= self.config.max_batch_tokens
 
     def _pick_in_order(self, lane: Lane) -> list[WorkItem]:
-        """In-flight: the oldest items that fit beside the lane's running batch. An item larger
+        """In-flight: the items next in turn that fit beside the lane's running batch. An item larger
         than a whole batch still runs, alone. Room is counted in the batch's live rows, as
         `_take` counts it: a greedy request's finished sentences have left their rows."""
         rows = lane.batch.size
@@ -303,12 +340,13 @@ class Batcher:
         return taken
 
     def _pick(self) -> list[WorkItem]:
-        """Dynamic: the oldest item plus those of the closest lengths in the read-ahead, so a
-        batch wastes little on padding."""
-        window = list(self.queue)[: LENGTH_GROUPING_READ_AHEAD * self.config.max_batch_size]
-        oldest = window[0]
-        taken, rows, longest = [oldest], oldest.rows, oldest.longest_source
-        for item in sorted(window[1:], key=lambda other: abs(other.longest_source - oldest.longest_source)):
+        """Dynamic: the item whose turn it is, then from the read-ahead the items of the earliest
+        round (one per turn) before later ones, and within a round those of the closest lengths,
+        so a batch wastes little on padding and no turn takes two places before another has one."""
+        window = list(itertools.islice(self.queue.in_rounds(), LENGTH_GROUPING_READ_AHEAD * self.config.max_batch_size))
+        first = window[0][1]
+        taken, rows, longest = [first], first.rows, first.longest_source
+        for _, item in sorted(window[1:], key=lambda entry: (entry[0], abs(entry[1].longest_source - first.longest_source))):
             if self._fits(rows, longest, item.rows, item.longest_source):
                 taken.append(item)
                 rows, longest = rows + item.rows, max(longest, item.longest_source)
@@ -411,6 +449,11 @@ def _hand_over(outcomes: list[tuple[WorkItem, list | BaseException]]) -> None:
             loop.call_soon_threadsafe(_settle, handed)
         except RuntimeError:  # that loop is closed: nobody awaits these any more
             pass
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _settle(handed: list[tuple[WorkItem, list | BaseException]]) -> None:

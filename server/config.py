@@ -34,6 +34,7 @@ class ServerConfig:
     tls_key_file: str = setting("", "PEM private key of --tls-cert-file")
     tls_client_ca_file: str = setting("", "PEM CA bundle: clients must present a certificate it signed (mutual TLS)")
     metrics_port: int = setting(9100, "Prometheus /metrics HTTP port; 0 disables it")
+    http_port: int = setting(8080, "HTTP/JSON API port (GET /v1/models, POST /v1/translate; TLS as for gRPC); 0 disables it")
     device: Device = setting("auto", "ONNX Runtime execution provider: auto picks CUDA when a GPU is present", get_args(Device))
     variant: Variant = setting("auto", "graph precision; auto: fp16 on CUDA (when the model has it); on a CPU the manifest's cpu_default_variant: int8 (per-row activation scales, batch-invariant) where the export measured it faster than fp32, else fp32. fp32 or int8 here serve that variant of every model", get_args(Variant))
     allow_batch_dependent_variants: int = setting(0, "1: serve a variant whose manifest says batch_invariant false (int8 exported before per-row activation scales), whose answers may depend on the requests batched with them; 0: refuse to load it")
@@ -51,9 +52,13 @@ class ServerConfig:
     max_batch_size: int = setting(64, "decoder rows in a batch (a sentence decoded with beam k takes k rows)")
     max_batch_tokens: int = setting(6144, "rows x longest source (in tokens) of a batch")
     max_queue_delay_microseconds: int = setting(2000, "dynamic policy: how long a batch waits to fill before it starts")
+    preparation_workers: int = setting(2, "threads that prepare large requests (segmenting, tokenizing) and assemble large answers, off the event loop; small ones are done on it")
     max_queue_size: int = setting(2048, "queued sentences per model; beyond it requests get RESOURCE_EXHAUSTED")
     max_texts_per_request: int = setting(128, "texts in one request")
     max_request_tokens: int = setting(8192, "source tokens of one request, counted after its texts are split into sentences (a 2,000-token document fits)")
+    # Checked on the raw request before any work: a tokenizer piece covers at most 16 characters
+    # (SentencePiece's default max_sentencepiece_length), real text about 4-5.
+    max_characters_per_token: int = setting(16, "characters of a request per token of --max-request-tokens (and of a text per token of the model's input, with split_sentences false); longer requests are refused before they are read further")
     max_beam_size: int = setting(8, "largest beam_size a request may ask for")
     # A request's own options win over these, these over the model's manifest.
     default_beam_size: int = setting(0, "beam_size of requests that set none, for every model (1: greedy, for speed); 0: each model's own (its manifest's decoding.beam_size)")
@@ -100,7 +105,7 @@ def build_parser(environ: Mapping[str, str] = os.environ) -> argparse.ArgumentPa
 
 
 # Settings that count things the server must have at least one of.
-AT_LEAST_ONE = ("decode_workers", "max_batch_size", "max_batch_tokens", "max_queue_size", "max_texts_per_request", "max_request_tokens", "max_beam_size")
+AT_LEAST_ONE = ("decode_workers", "preparation_workers", "max_characters_per_token", "max_batch_size", "max_batch_tokens", "max_queue_size", "max_texts_per_request", "max_request_tokens", "max_beam_size")
 
 
 def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> ServerConfig:

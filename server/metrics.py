@@ -3,16 +3,13 @@ conventions: nmt_ prefix, base units, _total for counters)."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    start_http_server,
-)
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger(__name__)
@@ -24,6 +21,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 COMPUTE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SENTENCE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768)
+# A connection to the metrics port that sends nothing for this long is closed (Prometheus
+# scrapes every 15 s or so, and opens a new connection when one was closed).
+IDLE_CONNECTION_SECONDS = 60.0
 
 
 class ServerMetrics:
@@ -80,8 +80,20 @@ class ServerMetrics:
             return
         self.gpu_memory_used.labels(gpu=str(device_id)).set_function(reader.used_bytes)
 
-    def serve(self, port: int, host: str) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    async def serve(self, port: int, host: str) -> web.AppRunner:
+        """/metrics over HTTP on the running event loop (aiohttp): a connection costs a socket,
+        not a thread, and one left idle is closed; the text is rendered on a worker thread."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._scrape)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_CONNECTION_SECONDS)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        return runner
+
+    async def _scrape(self, request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = await asyncio.to_thread(encoder, self.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 class _NvmlMemory(ctypes.Structure):

@@ -75,54 +75,102 @@ def _pieces(text: str, language: str) -> Iterator[str]:
             yield from sentencex.segment(language, part)
 
 
-def split_long(sentence: str, tokens: Callable[[str], int], limit: int) -> Segmented:
-    """A sentence as pieces of at most `limit` tokens each (as `tokens` counts them)."""
-    pieces, gaps = _fit(sentence, tokens, limit, (CLAUSE_BREAK, WORD_BREAK))
-    return Segmented(pieces, ["", *gaps, ""])
+@dataclass(frozen=True)
+class CutSentence:
+    """A sentence cut into pieces that fit (its layout: pieces and the whitespace cut at), and
+    the token ids of each piece, so nothing is tokenized again."""
+
+    layout: Segmented
+    ids: list[list[int]]
 
 
-def _fit(text: str, tokens: Callable[[str], int], limit: int, breaks: tuple[re.Pattern, ...]) -> tuple[list[str], list[str]]:
-    """(pieces, the separators between them): consecutive parts between the first kind of break
-    packed while they fit, a part too long on its own cut at the next kind of break."""
-    if tokens(text) <= limit:
-        return [text], []
-    if not breaks:
-        return _cut_characters(text, tokens, limit)
-    parts = breaks[0].split(text)  # text, separator, text, ...
+def split_long(sentence: str, tokens: int, encode: Callable[[str], list[int]], limit: int, cancelled: Callable[[], bool] = lambda: False) -> CutSentence:
+    """A sentence of `tokens` tokens (eos included) as pieces of at most `limit` tokens each (as
+    `encode` counts them), cut at clause punctuation, else at whitespace, else between characters.
+
+    In linear time: a piece is a window of a character budget, ended at the best break in it;
+    the budget comes from the characters per token of what was last tokenized, and is at most
+    twice the last piece. A piece is tokenized once, and again only when it came out
+    over the limit, on a window at most 0.9 of the last, so the characters tokenized are a small
+    multiple of the sentence's (tests/server/test_segmentation.py counts them on adversarial
+    text)."""
+    eos_tokens = len(encode(""))
+    room = limit - eos_tokens  # what a piece may hold besides eos
     pieces: list[str] = []
-    gaps: list[str] = []
-    current, separator = "", ""
-    for index in range(0, len(parts), 2):
-        part = parts[index]
-        if current and tokens(current + separator + part) <= limit:
-            current += separator + part
-        else:
-            if current:
-                pieces.append(current)
-                gaps.append(separator)
-            if tokens(part) <= limit:
-                current = part
-            else:
-                inner_pieces, inner_gaps = _fit(part, tokens, limit, breaks[1:])
-                pieces += inner_pieces[:-1]
-                gaps += inner_gaps
-                current = inner_pieces[-1]
-        separator = parts[index + 1] if index + 1 < len(parts) else ""
-    pieces.append(current)
-    return pieces, gaps
+    ids: list[list[int]] = []
+    gaps = [""]
+    start = 0
+    budget = _budget(len(sentence), tokens - eos_tokens, room, 0.95)
+    while start < len(sentence):
+        if cancelled():
+            raise Cancelled
+        end = _cut(sentence, start, budget)
+        piece = sentence[start:end]
+        encoded = encode(piece)
+        content = len(encoded) - eos_tokens
+        if len(encoded) > limit and len(piece) > 1:
+            budget = min(_budget(len(piece), content, room, 0.9), int(0.9 * len(piece)))
+            continue
+        after = _after_whitespace(sentence, end)
+        if normalize_text(piece):
+            pieces.append(piece)
+            ids.append(encoded)
+            gaps.append(sentence[end:after])
+        else:  # invisible characters only: nothing to translate, so layout
+            gaps[-1] += remove_invisible(piece) + sentence[end:after]
+        budget = min(_budget(len(piece), content, room, 0.95), 2 * len(piece))
+        start = after
+    return CutSentence(Segmented(pieces, gaps), ids)
 
 
-def _cut_characters(text: str, tokens: Callable[[str], int], limit: int) -> tuple[list[str], list[str]]:
-    """The longest prefixes that fit, one after another (a word longer than the limit)."""
-    pieces = []
-    while text:
-        low, high = 1, len(text)  # the longest fitting prefix, by bisection; one character always goes
-        while low < high:
-            middle = (low + high + 1) // 2
-            if tokens(text[:middle]) <= limit:
-                low = middle
-            else:
-                high = middle - 1
-        pieces.append(text[:low])
-        text = text[low:]
-    return pieces, [""] * (len(pieces) - 1)
+def _budget(characters: int, content_tokens: int, room: int, margin: float) -> int:
+    """Characters that should make `room` tokens, at the rate of the last text tokenized."""
+    if content_tokens <= 0:
+        return max(1, characters)
+    return max(1, int(margin * characters * room / content_tokens))
+
+
+def _cut(text: str, start: int, budget: int) -> int:
+    """Where the piece from `start` ends: the text's end if within budget, else the last clause
+    break in the window's second half, else the window's last whitespace, else its end."""
+    stop = start + budget
+    if stop >= len(text):
+        return len(text)
+    window = text[start:stop]
+    for breaks, earliest in ((CLAUSE_BREAK, len(window) // 2), (WORD_BREAK, 1)):
+        last = None
+        for last in breaks.finditer(window, earliest):
+            pass
+        if last is not None:
+            return start + last.start()
+    return stop
+
+
+def _after_whitespace(text: str, position: int) -> int:
+    """The next piece starts after the whitespace a cut fell on, however far it runs."""
+    run = WORD_BREAK.match(text, position)
+    return run.end() if run else position
+
+
+class Cancelled(Exception):
+    """The request was cancelled (its deadline passed, its client left) while it was prepared."""
+
+
+def _window_end(text: str, start: int, budget: int) -> tuple[int, int]:
+    """(where the piece from `start` ends, where the next begins): the text's end if within
+    budget, else the last clause break in the window's second half, else its last whitespace,
+    else the window's end."""
+    stop = start + budget
+    if stop >= len(text):
+        return len(text), len(text)
+    window = text[start:stop]
+    half = len(window) // 2
+    for breaks in (CLAUSE_BREAK, WORD_BREAK):
+        last = None
+        for last in breaks.finditer(window, half if breaks is CLAUSE_BREAK else 1):
+            pass
+        if last is not None and last.start() > 0:
+            # a break that reaches the window's end may go on beyond it: the next piece starts after it
+            after = WORD_BREAK.match(text, start + last.start())
+            return start + last.start(), after.end() if after else start + last.end()
+    return stop, stop

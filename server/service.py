@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
@@ -15,6 +17,7 @@ from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from nmt_spec import Tokenizer
 from nmt_spec.alignment import word_alignment
+from server.batcher import Answer
 from server.config import ServerConfig
 from server.errors import (
     DeadlineExceeded,
@@ -29,8 +32,9 @@ from server.errors import (
 from server.lifecycle import Lifecycle
 from server.metrics import ServerMetrics
 from server.models import ServedModel
+from server.off_loop import OffLoop
 from server.segmentation import Segmented
-from server.validation import RequestedOptions, default_decoding, prepare_texts, search_options
+from server.validation import PreparedTexts, RequestedOptions, check_sizes, default_decoding, prepare_texts, search_options
 
 STATUS_CODES: dict[type[RequestError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -104,10 +108,11 @@ def error_response(error: RequestError) -> pb.TranslateResponse:
 
 
 class TranslatorService(translator_pb2_grpc.TranslatorServicer):
-    def __init__(self, lifecycle: Lifecycle, config: ServerConfig, metrics: ServerMetrics) -> None:
+    def __init__(self, lifecycle: Lifecycle, config: ServerConfig, metrics: ServerMetrics, off_loop: OffLoop) -> None:
         self.lifecycle = lifecycle
         self.config = config
         self.metrics = metrics
+        self.off_loop = off_loop
 
     async def Translate(self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
         return await self._answer("Translate", request, context)
@@ -115,14 +120,29 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
     async def TranslateStream(self, request_iterator: AsyncIterator[pb.TranslateRequest], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TranslateResponse]:
         """Requests of one stream are decoded concurrently (they batch with each other) and
         answered in order. A request that fails gets its error in its own response; only a
-        fault of the stream (deadline, server loading or shutting down) ends it."""
-        answers: asyncio.Queue[tuple[str, asyncio.Task] | None] = asyncio.Queue()
+        fault of the stream (deadline, server loading or shutting down) ends it.
+
+        Back-pressure: the next request is read only once the last one is queued, and while the
+        stream has answers on their way its requests wait for room in a full queue instead of
+        being refused; unread requests then fill HTTP/2's flow-control window and slow the
+        sender. A stream with nothing on its way is refused like a unary call (RESOURCE_EXHAUSTED
+        in that request's response), so streams cannot take a full queue from everyone else."""
+        answers: asyncio.Queue[tuple[str, asyncio.Task] | None] = asyncio.Queue(STREAM_WINDOW)
+        loop = asyncio.get_running_loop()
+        stream = object()  # its requests take turns in the queue as one client
 
         async def read() -> None:
             async for request in request_iterator:
-                await answers.put((request.model, asyncio.ensure_future(self._translate(request, context, "TranslateStream"))))
+                queued = loop.create_future()
+                waits = any(not task.done() for task in pending)
+                task = asyncio.ensure_future(self.translate(request, context, "TranslateStream", Admission(queued, waits, turn=stream)))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                await answers.put((request.model, task))
+                await asyncio.wait([queued, task], return_when=asyncio.FIRST_COMPLETED)
             await answers.put(None)
 
+        pending: set[asyncio.Task] = set()
         reader = asyncio.ensure_future(read())
         index = 0
         try:
@@ -138,16 +158,20 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 index += 1
         finally:
             reader.cancel()
-            while not answers.empty():
-                task = answers.get_nowait()
-                if task is not None:
-                    task.cancel()
+            for task in pending:
+                task.cancel()
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        try:
+            return self.list_models()
+        except RequestError as error:
+            await context.abort(status_of(error), str(error))
+
+    def list_models(self) -> pb.ListModelsResponse:
         registry = self.lifecycle.registry
         response = pb.ListModelsResponse()
         if registry is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading; retry once the health service reports SERVING")
+            raise Unavailable("models are still loading; retry once the health service reports SERVING")
         for model in registry.models.values():
             spec = model.manifest.spec
             defaults = default_decoding(model, self.config)
@@ -181,18 +205,19 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
 
     async def _answer(self, method: str, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
         try:
-            return await self._translate(request, context, method)
+            return await self.translate(request, context, method, UNARY)
         except RequestError as error:
             await context.abort(status_of(error), str(error))
 
-    async def _translate(self, request: pb.TranslateRequest, context: grpc.aio.ServicerContext, method: str) -> pb.TranslateResponse:
+    async def translate(self, request: pb.TranslateRequest, context: CallContext, method: str, admission: Admission) -> pb.TranslateResponse:
+        """One request answered, or a RequestError; counted and timed under `method`."""
         began = time.perf_counter()
         model_label, code = UNKNOWN_MODEL, grpc.StatusCode.OK
         try:
             with self.lifecycle.request():
                 model = self.lifecycle.resolve(request.model, request.model_version)
                 model_label = model.name
-                return await self._run(model, request, context)
+                return await self._run(model, request, context, admission)
         except RequestError as error:
             code = status_of(error)
             raise
@@ -207,17 +232,27 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
             self.metrics.child(self.metrics.requests, model_label, method, code.name).inc()
             self.metrics.child(self.metrics.request_duration, model_label, method).observe(time.perf_counter() - began)
 
-    async def _run(self, model: ServedModel, request: pb.TranslateRequest, context: grpc.aio.ServicerContext) -> pb.TranslateResponse:
+    async def _run(self, model: ServedModel, request: pb.TranslateRequest, context: CallContext, admission: Admission) -> pb.TranslateResponse:
         options = search_options(requested_options(request.options), model, self.config)
         split = not request.HasField("split_sentences") or request.split_sentences
-        prepared = prepare_texts(list(request.texts), model, self.config, split)
+        texts = list(request.texts)
+        check_sizes(texts, model, self.config, split)
+        prepared = await self.off_loop.run(sum(map(len, texts)), lambda cancelled: prepare_texts(texts, model, self.config, split, cancelled))
         sources = prepared.sources
         loop = asyncio.get_running_loop()
+
+        async def enqueue(model: ServedModel) -> Answer:
+            if admission.waits_for_room:
+                return await model.batcher.submit_when_room(sources, options, loop, admission.turn)
+            return model.batcher.submit(sources, options, loop, admission.turn)
+
         try:
-            answer = model.batcher.submit(sources, options, loop)
+            answer = await enqueue(model)
         except Replaced:  # a newer version took over between resolving the model and now
             model = self.lifecycle.resolve(model.name, request.model_version)
-            answer = model.batcher.submit(sources, options, loop)
+            answer = await enqueue(model)
+        finally:
+            admission.settle()
         self.metrics.child(self.metrics.sentences, model.name).inc(len(sources))
         self.metrics.child(self.metrics.input_tokens, model.name).inc(sum(len(s) for s in sources))
         per_text = self.metrics.child(self.metrics.sentences_per_text, model.name)
@@ -228,16 +263,55 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
         except BaseException:  # deadline, cancellation: the work is dropped from queue and batch
             model.batcher.cancel(answer)
             raise
-        decoded = iter(model.translator.tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses]))
-        texts = [[next(decoded) for _ in hypotheses] for hypotheses in nbest]
-        response = pb.TranslateResponse(model=model.name, model_version=model.version)
-        first = 0
-        tokenizer = model.translator.tokenizer
-        for layout in prepared.texts:
-            last = first + len(layout.sentences)
-            response.translations.append(translation_message(layout, sources[first:last], nbest[first:last], texts[first:last], request.options.return_scores, tokenizer))
-            first = last
-        return response
+        return await self.off_loop.run(answer_size(nbest), lambda cancelled: response_message(model, prepared, nbest, request.options.return_scores))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How a request enters its model's queue: refused when full (unary), or waiting for room (a
+    stream with answers on their way); `queued` is resolved once it is in (or failed). `turn`:
+    the stream whose turns in the queue it shares (None: its own)."""
+
+    queued: asyncio.Future | None = None
+    waits_for_room: bool = False
+    turn: object | None = None
+
+    def settle(self) -> None:
+        if self.queued is not None and not self.queued.done():
+            self.queued.set_result(None)
+
+
+UNARY = Admission()
+# Requests of one stream read ahead of the answers it has sent; beyond, the stream reads no more
+# until the client takes its answers.
+STREAM_WINDOW = 512
+
+
+def answer_size(nbest: list[list[Hypothesis]]) -> int:
+    """What assembling an answer costs, in the units of OffLoop.run: tokens of every hypothesis,
+    attention weights counted one per cell."""
+    return sum(len(h.tokens) + (h.attention.size if h.attention is not None else 0) for hypotheses in nbest for h in hypotheses)
+
+
+def response_message(model: ServedModel, prepared: PreparedTexts, nbest: list[list[Hypothesis]], return_scores: bool) -> pb.TranslateResponse:
+    """The answer: every hypothesis detokenized, each text's sentences joined in its layout."""
+    tokenizer = model.translator.tokenizer
+    decoded = iter(tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses]))
+    texts = [[next(decoded) for _ in hypotheses] for hypotheses in nbest]
+    response = pb.TranslateResponse(model=model.name, model_version=model.version)
+    sources, first = prepared.sources, 0
+    for layout in prepared.texts:
+        last = first + len(layout.sentences)
+        response.translations.append(translation_message(layout, sources[first:last], nbest[first:last], texts[first:last], return_scores, tokenizer))
+        first = last
+    return response
+
+
+class CallContext(Protocol):
+    """What translating needs of a call: the time left before its deadline (None: no deadline).
+    gRPC's ServicerContext is one; the HTTP API makes its own."""
+
+    def time_remaining(self) -> float | None: ...
 
 
 async def _within_deadline(answer: asyncio.Future, seconds_left: float | None):

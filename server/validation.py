@@ -4,7 +4,7 @@ Everything is checked before any work is queued."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from decoding.batching import SearchOptions
@@ -12,7 +12,7 @@ from decoding.constraints import LengthBound, TokenRules
 from server.config import ServerConfig
 from server.errors import InvalidRequest
 from server.models import ServedModel
-from server.segmentation import Segmented, split_long, split_text, whole
+from server.segmentation import Cancelled, Segmented, split_long, split_text, whole
 
 
 @dataclass(frozen=True)
@@ -103,25 +103,55 @@ class PreparedTexts:
     sources: list[list[int]]  # token ids, each ending in eos
 
 
-def prepare_texts(texts: list[str], model: ServedModel, config: ServerConfig, split_sentences: bool) -> PreparedTexts:
-    """Each text split into sentences (or kept whole), tokenized, every sentence within the
-    model's input length, the request within the server's limits."""
+def check_sizes(texts: Sequence[str], model: ServedModel, config: ServerConfig, split_sentences: bool) -> None:
+    """The limits that cost nothing to check, on the request as it came: texts, and characters per
+    text and per request (the token limits times --max-characters-per-token, a bound no real text
+    reaches: test2016 averages 4.6 characters a token). Checked before any normalization,
+    segmentation or tokenization, so an outsized text is refused in microseconds."""
     if not texts:
         raise InvalidRequest("texts is empty: send at least one text to translate")
     if len(texts) > config.max_texts_per_request:
         raise InvalidRequest(f"{len(texts)} texts in one request; the limit is {config.max_texts_per_request}: split them over several requests")
+    per_token = config.max_characters_per_token
+    request_limit = config.max_request_tokens * per_token
+    if not split_sentences:
+        text_limit = model.max_input_tokens * per_token
+        for index, text in enumerate(texts):
+            if len(text) > text_limit:
+                raise InvalidRequest(
+                    f"texts[{index}] holds {len(text)} characters; unsplit, model {model.name} accepts at most {text_limit} "
+                    f"({model.max_input_tokens} tokens x {per_token} characters per token): split the text into sentences, or leave split_sentences unset"
+                )
+    characters = sum(len(text) for text in texts)
+    if characters > request_limit:
+        raise InvalidRequest(
+            f"the request holds {characters} characters; the limit is {request_limit} "
+            f"(--max-request-tokens {config.max_request_tokens} x --max-characters-per-token {per_token}): send the text in several requests"
+        )
+
+
+def prepare_texts(
+    texts: list[str], model: ServedModel, config: ServerConfig, split_sentences: bool, cancelled: Callable[[], bool] = lambda: False
+) -> PreparedTexts:
+    """Each text split into sentences (or kept whole), tokenized, every sentence within the
+    model's input length, the request within the server's limits; in time linear in the
+    request's characters (check_sizes has bounded those). `cancelled` is asked between texts
+    and pieces: a request whose client left stops being prepared (Cancelled)."""
+    check_sizes(texts, model, config, split_sentences)
     language = model.manifest.spec.source_language
     segmented = [split_text(text, language) if split_sentences else whole(text) for text in texts]
     for index, text in enumerate(segmented):
         if not text.sentences:
             raise InvalidRequest(f"texts[{index}] is empty or holds only whitespace or invisible characters: every text must hold something to translate")
     tokenizer, limit = model.translator.tokenizer, model.max_input_tokens
-    # Every sentence of the request in one tokenizer call; only texts with a sentence over the
-    # limit are cut further and tokenized again.
+    # Every sentence of the request in one tokenizer call; only sentences over the limit are cut
+    # (split_long tokenizes each of their pieces).
     everything = iter(model.translator.encode([sentence for text in segmented for sentence in text.sentences]))
     laid_out: list[Segmented] = []
     sources: list[list[int]] = []
     for index, text in enumerate(segmented):
+        if cancelled():
+            raise Cancelled
         encoded = [next(everything) for _ in text.sentences]
         if all(len(ids) <= limit for ids in encoded):
             laid_out.append(text)
@@ -132,9 +162,9 @@ def prepare_texts(texts: list[str], model: ServedModel, config: ServerConfig, sp
             raise InvalidRequest(
                 f"texts[{index}] is {longest} tokens long after tokenization; model {model.name} accepts at most {limit}: split the text into sentences, or leave split_sentences unset"
             )
-        text = _within_limit(text, lambda piece: len(tokenizer.encode(piece)), limit)
+        text, ids = _within_limit(text, encoded, tokenizer.encode, limit, cancelled)
         laid_out.append(text)
-        sources += model.translator.encode(text.sentences)
+        sources += ids
     tokens = sum(len(ids) for ids in sources)
     if tokens > config.max_request_tokens:
         raise InvalidRequest(
@@ -147,13 +177,22 @@ def prepare_texts(texts: list[str], model: ServedModel, config: ServerConfig, sp
     return PreparedTexts(laid_out, sources)
 
 
-def _within_limit(text: Segmented, tokens: Callable[[str], int], limit: int) -> Segmented:
-    """The text with each sentence over the limit replaced by its pieces."""
+def _within_limit(
+    text: Segmented, encoded: list[list[int]], encode: Callable[[str], list[int]], limit: int, cancelled: Callable[[], bool]
+) -> tuple[Segmented, list[list[int]]]:
+    """The text with each sentence over the limit replaced by its pieces, and every sentence's ids."""
     sentences: list[str] = []
+    ids: list[list[int]] = []
     gaps = [text.gaps[0]]
-    for sentence, gap in zip(text.sentences, text.gaps[1:]):
-        pieces = split_long(sentence, tokens, limit)
-        sentences += pieces.sentences
-        gaps[-1] += pieces.gaps[0]
-        gaps += pieces.gaps[1:-1] + [pieces.gaps[-1] + gap]
-    return Segmented(sentences, gaps)
+    for sentence, sentence_ids, gap in zip(text.sentences, encoded, text.gaps[1:]):
+        if len(sentence_ids) <= limit:
+            sentences.append(sentence)
+            ids.append(sentence_ids)
+            gaps.append(gap)
+            continue
+        cut = split_long(sentence, len(sentence_ids), encode, limit, cancelled)
+        sentences += cut.layout.sentences
+        ids += cut.ids
+        gaps[-1] += cut.layout.gaps[0]
+        gaps += cut.layout.gaps[1:-1] + [cut.layout.gaps[-1] + gap]
+    return Segmented(sentences, gaps), ids

@@ -34,7 +34,7 @@ def test_hadolint_passes_without_warnings() -> None:
 def test_runtime_stage_serves_on_the_servers_ports() -> None:
     env, config = RUNTIME.env(), ServerConfig()
     exposed = [int(port) for arguments in RUNTIME.all("EXPOSE") for port in arguments.split()]
-    assert exposed == [int(env["NMT_PORT"]), int(env["NMT_METRICS_PORT"])] == [config.port, config.metrics_port]
+    assert exposed == [int(env["NMT_PORT"]), int(env["NMT_METRICS_PORT"]), int(env["NMT_HTTP_PORT"])] == [config.port, config.metrics_port, config.http_port]
     fields = {env_name(name) for name in ServerConfig.__dataclass_fields__}
     assert {name for name in env if name.startswith("NMT_")} <= fields, "an NMT_ variable the server does not read"
 

@@ -54,13 +54,14 @@ def test_the_image_environment_has_no_torch_and_no_training_code(image_venv: Pat
 
 
 def test_the_image_entrypoint_serves_the_shipped_models(image_venv: Path, tmp_path: Path) -> None:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     environment = {**os.environ, **RUNTIME.env()}
     environment.update(
         PATH=f"{image_venv / 'bin'}:{os.environ['PATH']}",
         NMT_MODEL_REPOSITORY=str(ROOT / "models"),  # the image copies models/ to /opt/nmt/models
         NMT_PORT=str(port),
         NMT_METRICS_PORT=str(metrics_port),
+        NMT_HTTP_PORT=str(http_port),
         NMT_HOST="127.0.0.1",
     )
     environment.pop("PYTHONPATH", None)

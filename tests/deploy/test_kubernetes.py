@@ -58,8 +58,8 @@ def test_probes_and_ports_agree_with_the_server(manifests: dict) -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert set(env) <= {env_name(name) for name in ServerConfig.__dataclass_fields__}, "an NMT_ variable the server does not read"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": int(env["NMT_PORT"]), "metrics": int(env["NMT_METRICS_PORT"])}
-    assert (ports["grpc"], ports["metrics"]) == (ServerConfig().port, ServerConfig().metrics_port)
+    assert ports == {"grpc": int(env["NMT_PORT"]), "metrics": int(env["NMT_METRICS_PORT"]), "http": int(env["NMT_HTTP_PORT"])}
+    assert (ports["grpc"], ports["metrics"], ports["http"]) == (ServerConfig().port, ServerConfig().metrics_port, ServerConfig().http_port)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == ports["grpc"], probe
     assert container["readinessProbe"]["grpc"]["service"] == container["startupProbe"]["grpc"]["service"] == SERVICE_NAME
@@ -67,7 +67,7 @@ def test_probes_and_ports_agree_with_the_server(manifests: dict) -> None:
     assert annotations["prometheus.io/scrape"] == "true" and int(annotations["prometheus.io/port"]) == ports["metrics"]
     service_ports = {p["name"]: p for p in manifests["Service", "nmt-serving"]["spec"]["ports"]}
     assert service_ports["grpc"]["appProtocol"] == "grpc" and service_ports["grpc"]["targetPort"] == "grpc"
-    assert service_ports["metrics"]["targetPort"] == "metrics"
+    assert service_ports["metrics"]["targetPort"] == "metrics" and service_ports["http"]["targetPort"] == "http"
     assert manifests["Service", "nmt-serving-headless"]["spec"]["clusterIP"] == "None"
     (endpoint,) = manifests["ServiceMonitor", "nmt-serving"]["spec"]["endpoints"]
     assert endpoint["port"] in service_ports and endpoint["path"] == "/metrics"

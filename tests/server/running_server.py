@@ -45,6 +45,7 @@ class RunningServer:
     target: str
     metrics_url: str
     log: Path
+    http_url: str  # the HTTP/JSON API
 
     def scrape(self) -> dict[str, float]:
         """Every sample of /metrics: 'name{labels}' -> value."""
@@ -76,11 +77,14 @@ class RunningServer:
 
 
 def start_server(log_directory: Path, *flags: str, wait: bool = True) -> RunningServer:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     log = log_directory / f"server-{port}.log"
-    command = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), "--model-repository", str(MODELS), *flags]
+    command = [
+        sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port), "--http-port", str(http_port),
+        "--model-repository", str(MODELS), *flags,
+    ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    server = RunningServer(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log)
+    server = RunningServer(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", log, f"http://127.0.0.1:{http_port}")
     if wait:
         wait_until_serving(server)
     return server

@@ -15,7 +15,7 @@ from nmt.v1 import translator_pb2_grpc
 from tests.server.conftest import TEST_SENTENCES, greedy
 from tests.server.running_server import RunningServer, accepted_sentences, start_server
 
-LONG_TEXT = " ".join(TEST_SENTENCES[:40])  # far over 128 tokens
+LONG_TEXT = " ".join(TEST_SENTENCES[:20])  # far over 128 tokens, under 128 x 16 characters
 HUGE_DOCUMENT = "\n".join(TEST_SENTENCES)  # about 15,000 tokens
 Options = pb.DecodingOptions
 

@@ -82,7 +82,7 @@ def test_a_broken_model_stops_the_server_with_the_file_and_the_problem(tmp_path:
     repository = linked_repository(tmp_path / "models")
     fault(repository / "rnn-en-de" / "1")
     result = subprocess.run(
-        [sys.executable, "-m", "server", "--model-repository", str(repository), "--port", "0", "--metrics-port", "0"],
+        [sys.executable, "-m", "server", "--model-repository", str(repository), "--port", "0", "--metrics-port", "0", "--http-port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
@@ -154,7 +154,7 @@ def test_a_batch_dependent_variant_is_served_only_when_the_operator_asks(tmp_pat
     repository = linked_repository(tmp_path / "models", ("rnn-en-de",))
     batch_dependent_int8(repository / "rnn-en-de" / "1")
     flags = ["--model-repository", str(repository), "--default-model", "rnn-en-de"]
-    refused = subprocess.run([sys.executable, "-m", "server", *flags, "--variant", "int8", "--port", "0", "--metrics-port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run([sys.executable, "-m", "server", *flags, "--variant", "int8", "--port", "0", "--metrics-port", "0", "--http-port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "int8 variant is not batch-invariant" in refused.stderr and "--allow-batch-dependent-variants 1" in refused.stderr
     for extra, variant, invariant in (([], "fp32", True), (["--variant", "int8", "--allow-batch-dependent-variants", "1"], "int8", False)):
         running = start_server(tmp_path, *flags, *extra)
