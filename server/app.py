@@ -125,10 +125,9 @@ async def serve_until_stopped(
             await server.stop(grace=None)
             return 1
         lifecycle.registry = loading.result()
-        for model in lifecycle.registry.models.values():
-            if model.device == "CUDAExecutionProvider":
-                metrics.watch_gpu_memory(int(model.translator.model.decoder.get_provider_options()[model.device]["device_id"]))
-                break
+        gpus = [model.gpu_device_id for model in lifecycle.registry.models.values() if model.gpu_device_id is not None]
+        if gpus:
+            metrics.watch_gpu_memory(gpus[0])
         metrics.models_loaded.set(1)
         await set_health(health_service, health_pb2.HealthCheckResponse.SERVING)
         watcher = asyncio.ensure_future(watch_repository(lifecycle, config, metrics)) if config.poll_seconds > 0 else None

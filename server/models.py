@@ -11,7 +11,7 @@ from pathlib import Path
 from decoding.batching import SearchOptions, pad_ids
 from decoding.runtime import RuntimeConfig, uses_cuda
 from decoding.translator import Translator
-from nmt_spec.manifest import Manifest, ManifestError, latest_version
+from nmt_spec.manifest import DecodingDefaults, Manifest, ManifestError, latest_version
 from server.batcher import Batcher, BatcherConfig
 from server.config import ServerConfig
 from server.errors import ModelNotFound
@@ -19,9 +19,14 @@ from server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
 
 @dataclass
 class ServedModel:
+    """What the server needs of a loaded model, and nothing to reach through: text to ids and
+    back, its decoding defaults and capabilities, its batcher."""
+
     name: str
     version: str
     manifest: Manifest
@@ -37,6 +42,41 @@ class ServedModel:
     @property
     def max_output_tokens(self) -> int:
         return self.manifest.spec.max_target_length
+
+    @property
+    def decoding(self) -> DecodingDefaults:
+        """The manifest's defaults, with the attention layer this server serves."""
+        return self.translator.decoding
+
+    @property
+    def has_attention(self) -> bool:
+        return self.translator.model.has_attention
+
+    @property
+    def gpu_device_id(self) -> int | None:
+        """The CUDA device it decodes on; None on a CPU."""
+        if self.device != CUDA_PROVIDER:
+            return None
+        return int(self.translator.model.decoder.get_provider_options()[self.device]["device_id"])
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, eos last."""
+        return self.translator.encode(texts)
+
+    def encode_one(self, text: str) -> list[int]:
+        return self.translator.tokenizer.encode(text)
+
+    def decode(self, batch: list[list[int]]) -> list[str]:
+        return self.translator.tokenizer.decode_batch(batch)
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        """The subword piece of each id (eos as </s>)."""
+        return self.translator.tokenizer.id_pieces(ids)
+
+    def search_options(self, **chosen) -> SearchOptions:
+        """The model's own decoding with `chosen` set (Translator.default_options: the defaults
+        are computed in that one place)."""
+        return self.translator.default_options(**chosen)
 
 
 def choose_variant(manifest: Manifest, wanted: str, on_cuda: bool, allow_batch_dependent: bool = False) -> str:
@@ -90,7 +130,7 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
 def warm_up(model: ServedModel) -> None:
     """One greedy and one beam search through the batcher, so the first client request does not
     pay for ONNX Runtime's lazy initialisation."""
-    sources = model.translator.encode(["Warm-up."])
+    sources = model.encode(["Warm-up."])
     loop = asyncio.new_event_loop()  # this thread's own: loading runs beside the server's loop
     try:
         for beam_size in (1, 2):

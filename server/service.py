@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,7 +15,6 @@ import grpc
 from decoding.search import Hypothesis
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
-from nmt_spec import Tokenizer
 from nmt_spec.alignment import word_alignment
 from server.batcher import Answer
 from server.config import ServerConfig
@@ -67,9 +66,9 @@ def requested_options(options: pb.DecodingOptions) -> RequestedOptions:
     return RequestedOptions(**{name: getattr(options, name) if options.HasField(name) else None for name in optional}, return_attention=options.return_attention)
 
 
-def sentence_attention(tokenizer: Tokenizer, source: list[int], hypothesis: Hypothesis) -> pb.SentenceAttention:
+def sentence_attention(pieces: Callable[[list[int]], list[str]], source: list[int], hypothesis: Hypothesis) -> pb.SentenceAttention:
     """The hypothesis's attention over its own source tokens (the batch's padding cut off)."""
-    source_pieces, target_pieces = tokenizer.id_pieces(source), tokenizer.id_pieces(hypothesis.tokens)
+    source_pieces, target_pieces = pieces(source), pieces(hypothesis.tokens)
     weights = hypothesis.attention[:, : len(source)]
     message = pb.SentenceAttention(source_tokens=source_pieces, target_tokens=target_pieces)
     message.weights.extend(pb.AttentionRow(weights=row) for row in weights.tolist())
@@ -78,7 +77,7 @@ def sentence_attention(tokenizer: Tokenizer, source: list[int], hypothesis: Hypo
 
 
 def translation_message(
-    layout: Segmented, sources: list[list[int]], sentences: list[list[Hypothesis]], texts: list[list[str]], return_scores: bool, tokenizer: Tokenizer
+    layout: Segmented, sources: list[list[int]], sentences: list[list[Hypothesis]], texts: list[list[str]], return_scores: bool, pieces: Callable[[list[int]], list[str]]
 ) -> pb.Translation:
     """One text's translation from the n-best lists of its sentences: hypothesis k joins each
     sentence's k-th best (its last, where a sentence has fewer), scores and lengths summed."""
@@ -88,7 +87,7 @@ def translation_message(
         chosen = [sentences[i][min(k, len(nbest) - 1)] for i, nbest in enumerate(sentences)]
         text = layout.join([texts[i][min(k, len(nbest) - 1)] for i, nbest in enumerate(sentences)])
         with_attention = chosen[0].attention is not None
-        attention = [sentence_attention(tokenizer, source, hypothesis) for source, hypothesis in zip(sources, chosen)] if with_attention else []
+        attention = [sentence_attention(pieces, source, hypothesis) for source, hypothesis in zip(sources, chosen)] if with_attention else []
         return text, sum(h.score for h in chosen), sum(len(h.tokens) for h in chosen), attention
 
     text, score, output_tokens, attention = kth(0)
@@ -187,8 +186,8 @@ class TranslatorService(translator_pb2_grpc.TranslatorServicer):
                 max_input_tokens=model.max_input_tokens,
                 max_length_a=model.manifest.decoding.max_length_a,
                 max_length_b=model.manifest.decoding.max_length_b,
-                has_attention=model.translator.model.has_attention,
-                attention_layer=model.translator.decoding.attention_layer,
+                has_attention=model.has_attention,
+                attention_layer=model.decoding.attention_layer,
                 default_beam_size=defaults.beam_size,
                 default_length_penalty=defaults.length_penalty,
                 batch_invariant=model.manifest.variants[model.variant].batch_invariant,
@@ -295,14 +294,13 @@ def answer_size(nbest: list[list[Hypothesis]]) -> int:
 
 def response_message(model: ServedModel, prepared: PreparedTexts, nbest: list[list[Hypothesis]], return_scores: bool) -> pb.TranslateResponse:
     """The answer: every hypothesis detokenized, each text's sentences joined in its layout."""
-    tokenizer = model.translator.tokenizer
-    decoded = iter(tokenizer.decode_batch([h.tokens for hypotheses in nbest for h in hypotheses]))
+    decoded = iter(model.decode([h.tokens for hypotheses in nbest for h in hypotheses]))
     texts = [[next(decoded) for _ in hypotheses] for hypotheses in nbest]
     response = pb.TranslateResponse(model=model.name, model_version=model.version)
     sources, first = prepared.sources, 0
     for layout in prepared.texts:
         last = first + len(layout.sentences)
-        response.translations.append(translation_message(layout, sources[first:last], nbest[first:last], texts[first:last], return_scores, tokenizer))
+        response.translations.append(translation_message(layout, sources[first:last], nbest[first:last], texts[first:last], return_scores, model.pieces))
         first = last
     return response
 

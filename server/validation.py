@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from decoding.batching import SearchOptions
-from decoding.constraints import LengthBound, TokenRules
+from decoding.constraints import TokenRules
 from server.config import ServerConfig
 from server.errors import InvalidRequest
 from server.models import ServedModel
@@ -38,7 +38,7 @@ class DefaultDecoding:
 def default_decoding(model: ServedModel, config: ServerConfig) -> DefaultDecoding:
     """What a request that sets no beam or length penalty gets: the server's flags where set,
     else the model's manifest; a beam never over --max-beam-size."""
-    own = model.translator.decoding
+    own = model.decoding
     beam_size = config.default_beam_size or own.beam_size
     length_penalty = config.default_length_penalty if config.default_length_penalty >= 0 else own.length_penalty
     return DefaultDecoding(min(beam_size, config.max_beam_size), length_penalty)
@@ -47,7 +47,7 @@ def default_decoding(model: ServedModel, config: ServerConfig) -> DefaultDecodin
 def search_options(requested: RequestedOptions, model: ServedModel, config: ServerConfig) -> SearchOptions:
     """What the request set, and the defaults (default_decoding, the manifest's bound and
     suppressed tokens) for what it left unset."""
-    defaults, fallback = model.translator.decoding, default_decoding(model, config)
+    fallback = default_decoding(model, config)
     max_beam_size = config.max_beam_size
     beam_size = fallback.beam_size if requested.beam_size is None else requested.beam_size
     if not 1 <= beam_size <= max_beam_size:
@@ -62,19 +62,18 @@ def search_options(requested: RequestedOptions, model: ServedModel, config: Serv
     num_hypotheses = 1 if requested.num_hypotheses is None else requested.num_hypotheses
     if not 1 <= num_hypotheses <= beam_size:
         raise InvalidRequest(f"options.num_hypotheses must be between 1 and beam_size ({beam_size}), got {num_hypotheses}")
-    return SearchOptions(
+    return model.search_options(
         beam_size=beam_size,
         length_penalty=length_penalty,
         num_hypotheses=num_hypotheses,
         max_decoding_length=max_length,
-        length_bound=LengthBound(defaults.max_length_a, defaults.max_length_b),
-        rules=token_rules(requested, max_length, tuple(defaults.suppressed_ids)),
+        rules=token_rules(requested, max_length, tuple(model.decoding.suppressed_ids)),
         with_attention=attention_wanted(requested, model),
     )
 
 
 def attention_wanted(requested: RequestedOptions, model: ServedModel) -> bool:
-    if requested.return_attention and not model.translator.model.has_attention:
+    if requested.return_attention and not model.has_attention:
         raise InvalidRequest(
             f"options.return_attention: model {model.name} version {model.version} was exported without an attention output; export it again with python -m export"
         )
@@ -143,10 +142,10 @@ def prepare_texts(
     for index, text in enumerate(segmented):
         if not text.sentences:
             raise InvalidRequest(f"texts[{index}] is empty or holds only whitespace or invisible characters: every text must hold something to translate")
-    tokenizer, limit = model.translator.tokenizer, model.max_input_tokens
+    limit = model.max_input_tokens
     # Every sentence of the request in one tokenizer call; only sentences over the limit are cut
     # (split_long tokenizes each of their pieces).
-    everything = iter(model.translator.encode([sentence for text in segmented for sentence in text.sentences]))
+    everything = iter(model.encode([sentence for text in segmented for sentence in text.sentences]))
     laid_out: list[Segmented] = []
     sources: list[list[int]] = []
     for index, text in enumerate(segmented):
@@ -162,7 +161,7 @@ def prepare_texts(
             raise InvalidRequest(
                 f"texts[{index}] is {longest} tokens long after tokenization; model {model.name} accepts at most {limit}: split the text into sentences, or leave split_sentences unset"
             )
-        text, ids = _within_limit(text, encoded, tokenizer.encode, limit, cancelled)
+        text, ids = _within_limit(text, encoded, model.encode_one, limit, cancelled)
         laid_out.append(text)
         sources += ids
     tokens = sum(len(ids) for ids in sources)

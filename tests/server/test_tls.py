@@ -1,9 +1,12 @@
-"""TLS and mutual TLS, with certificates made in the test."""
+"""TLS and mutual TLS, with certificates made in the test, on the gRPC and the HTTP/JSON port."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -58,6 +61,13 @@ def test_tls_serves_clients_that_trust_the_certificate_and_no_plaintext(tmp_path
         with pytest.raises(grpc.RpcError) as plaintext:
             TranslatorClient(running.target, timeout=5).translate(["A dog runs."])
         assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+        # the HTTP/JSON port: the same certificate, HTTPS only
+        https = running.http_url.replace("http://127.0.0.1", "https://localhost")
+        trusting = ssl.create_default_context(cafile=str(certificates / "ca.crt"))
+        with urllib.request.urlopen(https + "/v1/models", timeout=30, context=trusting) as answer:
+            assert answer.status == 200 and b"rnn-en-de" in answer.read()
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP to the HTTPS port
+            urllib.request.urlopen(running.http_url + "/v1/models", timeout=5)
     finally:
         assert running.stop() == 0
 
@@ -77,6 +87,13 @@ def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(tmp_path: 
             with pytest.raises(grpc.RpcError) as refused:
                 TranslatorClient(target, timeout=5, credentials=credentials).translate(["A dog runs."])
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, certificate
+        https = running.http_url.replace("http://127.0.0.1", "https://localhost") + "/v1/models"
+        with_certificate = ssl.create_default_context(cafile=str(c / "ca.crt"))
+        with_certificate.load_cert_chain(c / "client.crt", c / "client.key")
+        with urllib.request.urlopen(https, timeout=30, context=with_certificate) as answer:
+            assert answer.status == 200
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(https, timeout=5, context=ssl.create_default_context(cafile=str(c / "ca.crt"))).read()
     finally:
         assert running.stop() == 0
 
