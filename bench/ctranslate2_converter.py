@@ -11,7 +11,7 @@ import sentencepiece as spm
 from ctranslate2.specs import common_spec, transformer_spec
 
 from nmt_spec import ModelSpec, TransformerConfig
-from training.models.transformer import sinusoidal_table
+from nmt_spec.positions import sinusoidal_table
 
 Weights = dict[str, np.ndarray]
 
@@ -47,7 +47,7 @@ def build_spec(model_spec: ModelSpec, weights: Weights, tokenizer_file: Path) ->
         raise ValueError("the converter covers the pre-norm, sinusoidal, relu Transformer (the shipped configuration)")
     spec = transformer_spec.TransformerSpec.from_config((config.n_encoder_layers, config.n_decoder_layers), config.n_heads, pre_norm=True)
     spec.config.layer_norm_epsilon = 1e-5  # torch's LayerNorm default; CTranslate2 assumes 1e-6
-    positions = sinusoidal_table(config.max_positions, config.d_model).numpy()
+    positions = sinusoidal_table(config.max_positions, config.d_model)
     target_embedding = weights["src_embed.weight"] if config.tie_embeddings else weights["tgt_embed.weight"]
 
     encoder, decoder = spec.encoder, spec.decoder

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from decoding.translator import Translator
-from training.evaluate import score
+from nmt_spec.scores import score
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from decoding.translator import Translator
 from export.alignment import measure_layers
 from export.graph_builder import OPSET
 from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
-from export.parity import measure_parity
+from export.pytorch_source import load_checkpoint, measure_parity
 from export.cpu_choice import choose_cpu_variant
 from export.decoding_choice import best_trial, decoding_trials, trials_report
 from export.shared_weights import SHARED_WEIGHTS_FILE, store_shared_weights_once
@@ -25,10 +25,8 @@ from export.variants import VARIANTS, VariantRecipe, write_variant
 from nmt_spec.model_spec import TOKENIZER_FILE
 from nmt_spec import ModelSpec, Tokenizer, TransformerConfig
 from nmt_spec.manifest import DecodingDefaults, GraphInfo, Manifest, TensorInfo, Variant, sha256_of
-from training.checkpoint import load_model
-from training.config import DataConfig
-from training.data import read_parallel
-from training.evaluate import score, translate
+from nmt_spec.corpus import DEFAULT_DIRECTORY, read_parallel
+from nmt_spec.scores import score
 
 PARITY_REPORT_FILE = "parity_report.json"
 
@@ -40,7 +38,7 @@ class ExportConfig:
     version: str = "1"
     output_root: Path = Path("models")
     variants: tuple[str, ...] = ("fp32", "int8", "fp16")
-    data_directory: str = DataConfig.directory
+    data_directory: str = DEFAULT_DIRECTORY
     parity_split: str = "val"
     parity_sentences: int = 200
     bleu_split: str | None = "test2016"  # None skips the BLEU measurement
@@ -81,15 +79,17 @@ def graph_info(path: Path) -> GraphInfo:
 
 def export_model(config: ExportConfig, progress: Callable[[str], None] = print) -> Manifest:
     target = version_directory(config.output_root, config.name, config.version, config.overwrite)
-    spec, model, _ = load_model(config.checkpoint)
+    source = load_checkpoint(config.checkpoint)
+    spec, model, weights = source.spec, source.model, source.weights
     tokenizer = Tokenizer(config.checkpoint.parent / spec.tokenizer_file, spec.special_ids)
-    weights = {name: value.detach().numpy() for name, value in model.state_dict().items()}
 
-    data = DataConfig(directory=config.data_directory, source_language=spec.source_language, target_language=spec.target_language)
-    parity_sources, parity_targets = read_parallel(data, config.parity_split, config.parity_sentences)
+    def data(split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
+        return read_parallel(config.data_directory, split, spec.source_language, spec.target_language, limit)
+
+    parity_sources, parity_targets = data(config.parity_split, config.parity_sentences)
     source_ids = [ids[: spec.max_source_length] for ids in tokenizer.encode_batch(parity_sources)]
     target_ids = [ids[: spec.max_target_length - 1] for ids in tokenizer.encode_batch(parity_targets)]
-    bleu_data = read_parallel(data, config.bleu_split) if config.bleu_split else None
+    bleu_data = data(config.bleu_split) if config.bleu_split else None
 
     staging = staging_beside(target)
     try:
@@ -99,7 +99,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
         reference_bleu = None
         if bleu_data:
             progress(f"[3/4] PyTorch greedy BLEU on {config.bleu_split} ({len(bleu_data[0])} sentences)")
-            reference_bleu = score(translate(model, tokenizer, spec, bleu_data[0]), bleu_data[1])
+            reference_bleu = score(source.translate(tokenizer, bleu_data[0]), bleu_data[1])
 
         variants: dict[str, Variant] = {}
         report: dict[str, dict] = {}
@@ -137,7 +137,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
         decoding = DecodingDefaults()
         fp32 = sessions.get("fp32") or OnnxSeq2Seq(*(create_session(str(staging / pattern.format(suffix="")), config.runtime) for pattern in (ENCODER_FILE, DECODER_FILE)))
         if config.decoding_split:
-            sources, references = read_parallel(data, config.decoding_split)
+            sources, references = data(config.decoding_split)
             progress(f"[4/4] default decoding: BLEU on {config.decoding_split} ({len(sources)} sentences) of beams {config.beam_sizes} x length penalties {config.length_penalties}")
             trials = decoding_trials(Translator(fp32, spec, tokenizer, decoding=decoding), sources, references, config.beam_sizes, config.length_penalties, progress)
             chosen = best_trial(trials)

@@ -29,6 +29,7 @@ from export.variants import VARIANTS
 from nmt_spec import ModelSpec, SpecialIds, TransformerConfig
 from nmt_spec.manifest import DecodingDefaults, Manifest, ManifestError, Variant, sha256_of
 from nmt_spec.tokenizer import load_tokenizer
+from nmt_spec.weights import WeightError, fill
 
 CONFIG_FILE = "config.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
@@ -133,7 +134,8 @@ def marian_languages(directory: Path, config: dict, job: MarianImport) -> tuple[
 
 
 def marian_weights(directory: Path, config: dict, spec: ModelSpec) -> tuple[dict[str, np.ndarray], Path]:
-    """Marian's weights under our Transformer's names, and the file they were read from."""
+    """Our Transformer's spec (nmt_spec/weights.py) filled with Marian's weights, and the file
+    they were read from."""
     path = next((directory / name for name in WEIGHT_FILES if (directory / name).exists()), None)
     if path is None:
         raise ImportRefused(f"{directory}: no weights: neither of {list(WEIGHT_FILES)}")
@@ -185,7 +187,10 @@ def marian_weights(directory: Path, config: dict, spec: ModelSpec) -> tuple[dict
             norm(f"decoder.layers.{i}.final_layer_norm", f"decoder_layers.{i}.ff_sublayer")
     except KeyError as missing:
         raise ImportRefused(f"{path}: no weight {missing.args[0]!r}, which {CONFIG_FILE}'s layer counts call for") from None
-    return ours, path
+    try:
+        return fill(spec, ours, str(path)), path
+    except WeightError as error:
+        raise ImportRefused(str(error)) from None
 
 
 def import_marian(job: MarianImport, progress: Callable[[str], None] = print) -> Manifest:

@@ -32,7 +32,7 @@ from nmt_spec.graph_names import (
     present_key,
     present_value,
 )
-from training.models.transformer import sinusoidal_table
+from nmt_spec.positions import sinusoidal_table
 
 Weights = dict[str, np.ndarray]
 
@@ -40,7 +40,7 @@ Weights = dict[str, np.ndarray]
 def _position_table(config: TransformerConfig, weights: Weights) -> np.ndarray:
     if config.positional == "learned":
         return weights["positions.table.weight"]
-    return sinusoidal_table(config.max_positions, config.d_model, split=config.positional == "sinusoidal_split").numpy()
+    return sinusoidal_table(config.max_positions, config.d_model, split=config.positional == "sinusoidal_split")
 
 
 class _TransformerGraph:

@@ -55,7 +55,7 @@ class Variant:
     # A sentence's translation is the same alone and in any batch. Manifests written before this
     # field hold int8 graphs whose activation scales were per batch.
     batch_invariant: bool = True
-    parity: dict[str, Any] = field(default_factory=dict)  # against PyTorch, see export/parity.py
+    parity: dict[str, Any] = field(default_factory=dict)  # against PyTorch, see export/pytorch_source.py
     evaluation: dict[str, Any] = field(default_factory=dict)  # e.g. test2016 BLEU of these graphs
     # Greedy decoding on the CPU where the export ran: sentences, seconds (export/cpu_choice.py)
     cpu_speed: dict[str, Any] = field(default_factory=dict)

@@ -8,12 +8,16 @@ from typing import Any
 import torch
 
 from nmt_spec import ModelSpec
+from nmt_spec.weights import check_shapes
 from training.models import Seq2SeqModel, build_model
 
 
 def save_model_checkpoint(path: Path, spec: ModelSpec, model: Seq2SeqModel, **metadata: Any) -> None:
-    """Weights and the spec only: what export and evaluation need."""
-    torch.save({"spec": spec.to_dict(), "model": model.state_dict(), **metadata}, path)
+    """Weights and the spec only: what export and evaluation need; the weights are the spec's
+    (nmt_spec/weights.py), checked before they are written."""
+    weights = model.state_dict()
+    check_shapes(spec, {name: value.shape for name, value in weights.items()}, str(path))
+    torch.save({"spec": spec.to_dict(), "model": weights, **metadata}, path)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ModelSpec, Seq2SeqModel, dict[str, Any]]:
@@ -21,6 +25,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Mo
     tokenizer_file, next to the checkpoint."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     spec = ModelSpec.from_dict(checkpoint["spec"])
+    check_shapes(spec, {name: value.shape for name, value in checkpoint["model"].items()}, str(path))
     model = build_model(spec).to(device)
     model.load_state_dict(checkpoint["model"])
     model.eval()

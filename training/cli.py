@@ -15,10 +15,11 @@ from decoding.constraints import LengthBound
 from nmt_spec import ModelSpec, Tokenizer
 from nmt_spec.alignment import word_alignment
 from nmt_spec.manifest import DecodingDefaults
+from nmt_spec.scores import score
 from training.checkpoint import average_checkpoints, load_model
 from training.config import DataConfig, load_config
 from training.data import read_parallel
-from training.evaluate import best_hypotheses, score, translate
+from training.evaluate import best_hypotheses, translate
 from training.models import Seq2SeqModel
 
 

@@ -10,11 +10,12 @@ from typing import Any, Literal
 import yaml
 
 from nmt_spec import ARCHITECTURES, RNNConfig, TransformerConfig
+from nmt_spec.corpus import DEFAULT_DIRECTORY
 
 
 @dataclass
 class DataConfig:
-    directory: str = "data/multi30k"  # holds {split}.{lang} files, one sentence per line
+    directory: str = DEFAULT_DIRECTORY  # holds {split}.{lang} files, one sentence per line
     source_language: str = "en"
     target_language: str = "de"
     train_split: str = "train"

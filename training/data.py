@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from decoding.batching import token_batches
-from nmt_spec import Tokenizer
+from nmt_spec import Tokenizer, corpus
+from nmt_spec.corpus import read_lines
 from training.config import DataConfig
 
 
-def read_lines(path: str | Path, limit: int | None = None) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        lines = [line.rstrip("\n") for line in handle]
-    return lines[:limit] if limit is not None else lines
-
-
-def split_paths(config: DataConfig, split: str) -> tuple[Path, Path]:
-    directory = Path(config.directory)
-    return (
-        directory / f"{split}.{config.source_language}",
-        directory / f"{split}.{config.target_language}",
-    )
-
-
 def read_parallel(config: DataConfig, split: str, limit: int | None = None) -> tuple[list[str], list[str]]:
-    source_path, target_path = split_paths(config, split)
-    sources, targets = read_lines(source_path, limit), read_lines(target_path, limit)
-    if len(sources) != len(targets):
-        raise ValueError(f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}")
-    return sources, targets
+    return corpus.read_parallel(config.directory, split, config.source_language, config.target_language, limit)
 
 
 def read_training_pairs(config: DataConfig) -> tuple[list[str], list[str]]:

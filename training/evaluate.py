@@ -1,4 +1,4 @@
-"""Translation of raw sentences with a PyTorch model, and sacreBLEU/chrF scoring."""
+"""Translation of raw sentences with a PyTorch model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sacrebleu
 import torch
 from tqdm import tqdm
 
@@ -18,27 +17,6 @@ from nmt_spec import ModelSpec, Tokenizer
 from nmt_spec.manifest import DecodingDefaults
 from training.models import Seq2SeqModel
 from training.search import EnsembleDecoder, TorchIncrementalDecoder
-
-
-@dataclass
-class Scores:
-    bleu: float
-    chrf: float
-    bleu_signature: str
-
-    def as_dict(self) -> dict[str, float | str]:
-        return {"bleu": round(self.bleu, 2), "chrf": round(self.chrf, 2), "bleu_signature": self.bleu_signature}
-
-
-def score(hypotheses: list[str], references: list[str]) -> Scores:
-    """Detokenized, case-sensitive corpus BLEU and chrF (sacreBLEU defaults)."""
-    bleu = sacrebleu.metrics.BLEU()
-    chrf = sacrebleu.metrics.CHRF()
-    return Scores(
-        bleu=bleu.corpus_score(hypotheses, [references]).score,
-        chrf=chrf.corpus_score(hypotheses, [references]).score,
-        bleu_signature=str(bleu.get_signature()),
-    )
 
 
 def translate(model: Seq2SeqModel | Sequence[Seq2SeqModel], tokenizer: Tokenizer, spec: ModelSpec, texts: list[str], *search: Any, **named: Any) -> list[str]:

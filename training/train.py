@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from nmt_spec.model_spec import TOKENIZER_FILE
 from nmt_spec import ModelSpec, SpecialIds, Tokenizer, train_tokenizer
+from nmt_spec.scores import score
 from training.checkpoint import save_model_checkpoint
 from training.config import TrainConfig, config_to_dict
 from training.data import EncodedCorpus, encode_corpus, epoch_batches, make_batch, read_parallel, read_training_pairs
 from training.distributed import DistributedContext, broadcast_float, setup_distributed, teardown_distributed
-from training.evaluate import score, translate
+from training.evaluate import translate
 from training.models import Seq2SeqModel, build_model
 from training.models.base import count_parameters
 from training.plots import plot_training_curves

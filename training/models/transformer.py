@@ -13,19 +13,9 @@ from nmt_spec.graph_names import cross_key as cross_key_name
 from nmt_spec.graph_names import cross_value as cross_value_name
 from nmt_spec.graph_names import past_key as self_key_name
 from nmt_spec.graph_names import past_value as self_value_name
+from nmt_spec.positions import sinusoidal_table
 from training.models.attention import MultiHeadAttention
 from training.models.base import DecoderState, Encoded, Seq2SeqModel, source_padding_mask
-
-
-def sinusoidal_table(max_positions: int, d_model: int, split: bool = False) -> Tensor:
-    """sin and cos of each frequency, interleaved, or (split) all sines then all cosines."""
-    position = torch.arange(max_positions, dtype=torch.float32).unsqueeze(1)
-    frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-    table = torch.zeros(max_positions, d_model)
-    sines, cosines = (slice(0, (d_model + 1) // 2), slice((d_model + 1) // 2, None)) if split else (slice(0, None, 2), slice(1, None, 2))
-    table[:, sines] = torch.sin(position * frequency)
-    table[:, cosines] = torch.cos(position * frequency)[:, : d_model // 2]
-    return table
 
 
 class PositionalEmbedding(nn.Module):
@@ -35,7 +25,8 @@ class PositionalEmbedding(nn.Module):
         if self.learned:
             self.table = nn.Embedding(config.max_positions, config.d_model)
         else:
-            self.register_buffer("table", sinusoidal_table(config.max_positions, config.d_model, split=config.positional == "sinusoidal_split"), persistent=False)
+            table = sinusoidal_table(config.max_positions, config.d_model, split=config.positional == "sinusoidal_split")
+            self.register_buffer("table", torch.from_numpy(table), persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
         """positions: (L,) integer positions -> (L, D)."""

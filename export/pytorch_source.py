@@ -1,17 +1,39 @@
-"""How closely the exported graphs follow the PyTorch model."""
+"""Our PyTorch checkpoints as an export source, and the one module of export/ that imports
+training/: a checkpoint loaded into the weight spec (nmt_spec/weights.py), and the PyTorch model
+as the reference its graphs are verified against (how closely they follow it, its BLEU)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from decoding.batching import SearchOptions, pad_ids, search_batches, token_batches
 from decoding.onnx_decoder import OnnxSeq2Seq
-from nmt_spec import ModelSpec
+from nmt_spec import ModelSpec, Tokenizer
+from nmt_spec.weights import fill
+from training.checkpoint import load_model
+from training.evaluate import translate
 from training.models import Seq2SeqModel
 from training.search import TorchIncrementalDecoder
+
+
+@dataclass
+class PyTorchSource:
+    spec: ModelSpec
+    weights: dict[str, np.ndarray]  # the spec's, filled
+    model: Seq2SeqModel  # the reference, in eval mode
+
+    def translate(self, tokenizer: Tokenizer, texts: list[str]) -> list[str]:
+        """PyTorch's greedy translations: the BLEU the graphs are held to."""
+        return translate(self.model, tokenizer, self.spec, texts)
+
+
+def load_checkpoint(path: Path) -> PyTorchSource:
+    spec, model, _ = load_model(path)
+    return PyTorchSource(spec, fill(spec, {name: value.detach().numpy() for name, value in model.state_dict().items()}, str(path)), model)
 
 
 @dataclass
