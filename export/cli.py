@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = tuple(dict.fromkeys(["fp32", *args.variants]))
     if args.from_transformers:
         texts = args.parity_file.read_text(encoding="utf-8").splitlines() if args.parity_file else []
-        job = MarianImport(args.from_transformers, args.name, args.version, args.out, variants, args.source_language, args.target_language, [t for t in texts if t.strip()], args.overwrite)
+        job = MarianImport(
+            directory=args.from_transformers, name=args.name, version=args.version, output_root=args.out, variants=variants, overwrite=args.overwrite,
+            source_language=args.source_language, target_language=args.target_language, parity_texts=[t for t in texts if t.strip()],
+        )  # fmt: skip
         try:
             import_marian(job)
         except ImportRefused as refused:

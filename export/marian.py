@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from decoding.onnx_decoder import OnnxSeq2Seq
-from decoding.runtime import RuntimeConfig, create_session
+from decoding.runtime import RuntimeConfig
 from decoding.translator import Translator
-from export.graph_builder import OPSET
 from export.cpu_choice import choose_cpu_variant
-from export.exporter import PARITY_REPORT_FILE, graph_info, publish, stage_graphs, staging_beside, version_directory
-from export.graphs import DECODER_FILE, ENCODER_FILE
-from export.variants import VARIANTS
+from export.pipeline import Choices, Publication, build, publish, staging, verify
 from nmt_spec import ModelSpec, SpecialIds, TransformerConfig
-from nmt_spec.manifest import DecodingDefaults, Manifest, ManifestError, Variant, sha256_of
+from nmt_spec.manifest import DecodingDefaults, Manifest, ManifestError, sha256_of
 from nmt_spec.tokenizer import load_tokenizer
 from nmt_spec.weights import WeightError, fill
 
@@ -45,17 +41,13 @@ class ImportRefused(ManifestError):
     """The directory is not a model this importer can serve; the message names the file or field."""
 
 
-@dataclass
-class MarianImport:
+@dataclass(kw_only=True)
+class MarianImport(Publication):
     directory: Path
-    name: str
-    version: str = "1"
-    output_root: Path = Path("models")
     variants: tuple[str, ...] = ("fp32", "int8")
     source_language: str = ""  # empty: from tokenizer_config.json or an opus-mt-xx-yy name
     target_language: str = ""
     parity_texts: list[str] = field(default_factory=list)  # compared with transformers, when installed
-    overwrite: bool = False
 
 
 def read_json(path: Path) -> dict:
@@ -194,6 +186,9 @@ def marian_weights(directory: Path, config: dict, spec: ModelSpec) -> tuple[dict
 
 
 def import_marian(job: MarianImport, progress: Callable[[str], None] = print) -> Manifest:
+    """The directory through the four steps of export/pipeline.py: built from the spec its
+    weights fill, verified against transformers (with parity texts), the CPU variant chosen on
+    them, published; the decoding defaults are its generation config's."""
     directory = job.directory
     config = read_json(directory / CONFIG_FILE)
     generation = read_json(directory / GENERATION_CONFIG_FILE) if (directory / GENERATION_CONFIG_FILE).exists() else {}
@@ -208,59 +203,45 @@ def import_marian(job: MarianImport, progress: Callable[[str], None] = print) ->
         )
     spec = marian_spec(directory, config, generation, vocabulary, marian_languages(directory, config, job))
     weights, weight_file = marian_weights(directory, config, spec)
-    target = version_directory(job.output_root, job.name, job.version, job.overwrite)
-    decoding = DecodingDefaults(
-        # No bound from the source's length beyond max_length: the training data's length ratios
-        # are not known here (set max_length_a/b in the manifest to have one).
-        max_length_a=0.0,
-        max_length_b=0,
-        beam_size=int(generation.get("num_beams", config.get("num_beams", 1)) or 1),
-        suppressed_ids=sorted({ids[0] for ids in generation.get("bad_words_ids", config.get("bad_words_ids")) or [] if len(ids) == 1} | {spec.special_ids.pad}),
+    choices = Choices(
+        decoding=DecodingDefaults(
+            # No bound from the source's length beyond max_length: the training data's length
+            # ratios are not known here (set max_length_a/b in the manifest to have one).
+            max_length_a=0.0,
+            max_length_b=0,
+            beam_size=int(generation.get("num_beams", config.get("num_beams", 1)) or 1),
+            suppressed_ids=sorted({ids[0] for ids in generation.get("bad_words_ids", config.get("bad_words_ids")) or [] if len(ids) == 1} | {spec.special_ids.pad}),
+        )
     )
-    staging = staging_beside(target)
-    try:
-        stage_graphs(spec, weights, staging, job.variants, progress)
-        for name in (SOURCE_SPM, TARGET_SPM, VOCABULARY):
-            shutil.copyfile(directory / name, staging / name)
-        variants = {
-            name: Variant(
-                graph_info(staging / ENCODER_FILE.format(suffix=VARIANTS[name].file_suffix)),
-                graph_info(staging / DECODER_FILE.format(suffix=VARIANTS[name].file_suffix)),
-                VARIANTS[name].intended_device,
-                VARIANTS[name].batch_invariant,
-            )
-            for name in job.variants
-        }
+    with staging(job) as staged:
+        variants = build(spec, weights, staged, job.variants, {name: directory / name for name in (SOURCE_SPM, TARGET_SPM, VOCABULARY)}, progress)
         report: dict = {}
-        if job.parity_texts:
+
+        def check(name: str, onnx_model: OnnxSeq2Seq) -> tuple[dict, dict] | None:
+            if name != "fp32" or not job.parity_texts:
+                return None
             progress(f"[3/4] parity with transformers on {len(job.parity_texts)} sentences")
-            report = transformers_parity(directory, staging, spec, decoding, job.parity_texts)
-            variants["fp32"].parity = report
+            report.update(transformers_parity(directory, onnx_model, spec, choices.decoding, load_tokenizer(staged, spec), job.parity_texts))
+            return dict(report), {}
+
+        verify(staged, variants, RuntimeConfig(device="cpu"), check, progress)
         # the parity sentences, when given, also time fp32 against int8 for the CPU default
-        cpu_variant, cpu_report = choose_cpu_variant(staging, spec, load_tokenizer(staging, spec), variants, job.parity_texts, progress)
-        files = {path.name: sha256_of(path) for path in sorted(staging.iterdir()) if path.is_file()}
+        choices.cpu_default_variant, cpu_report = choose_cpu_variant(staged, spec, load_tokenizer(staged, spec), variants, job.parity_texts, progress)
+        if cpu_report:
+            choices.report["cpu_default_variant"] = cpu_report
         origin = {"format": "transformers MarianMTModel", "config": str(config.get("_name_or_path") or directory), "checkpoint": weight_file.name, "checkpoint_sha256": sha256_of(weight_file)}
-        manifest = Manifest(job.name, job.version, spec, SOURCE_SPM, OPSET, variants, files, created_by="python -m export --from-transformers", decoding=decoding, origin=origin, cpu_default_variant=cpu_variant)
-        manifest.save(staging)
-        (staging / PARITY_REPORT_FILE).write_text(json.dumps(report | ({"cpu_default_variant": cpu_report} if cpu_report else {}), indent=2) + "\n")
-        publish(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    progress(f"[4/4] wrote {target}" + (f": {json.dumps(report)}" if report else ""))
+        manifest = publish(staged, job, spec, SOURCE_SPM, variants, choices, report, created_by="python -m export --from-transformers", origin=origin)
+    progress(f"[4/4] wrote {job.target}" + (f": {json.dumps(report)}" if report else ""))
     return manifest
 
 
-def transformers_parity(directory: Path, staging: Path, spec: ModelSpec, decoding: DecodingDefaults, texts: list[str]) -> dict:
+def transformers_parity(directory: Path, onnx_model: OnnxSeq2Seq, spec: ModelSpec, decoding: DecodingDefaults, tokenizer, texts: list[str]) -> dict:
     """Our fp32 graphs against transformers' MarianMTModel on the same sentences: the largest
     log-probability difference, step by step along transformers' greedy output, and how many of
     our greedy and beam outputs equal generate()'s."""
     from transformers import MarianMTModel
 
     model = MarianMTModel.from_pretrained(directory).eval()
-    runtime = RuntimeConfig(device="cpu")
-    onnx_model = OnnxSeq2Seq(create_session(str(staging / ENCODER_FILE.format(suffix="")), runtime), create_session(str(staging / DECODER_FILE.format(suffix="")), runtime))
-    tokenizer = load_tokenizer(staging, spec)
     translator = Translator(onnx_model, spec, tokenizer, decoding=decoding)
     report: dict = {"sentences": len(texts), "max_abs_log_prob_diff": 0.0}
     for beam_size in (1, 4):

@@ -143,7 +143,7 @@ def copy_of(marian: Path, tmp_path: Path) -> Path:
 
 def refusal(directory: Path, tmp_path: Path) -> str:
     with pytest.raises(ImportRefused) as refused:
-        import_marian(MarianImport(directory, NAME, output_root=tmp_path / "out"), progress=lambda _: None)
+        import_marian(MarianImport(directory=directory, name=NAME, output_root=tmp_path / "out"), progress=lambda _: None)
     assert not (tmp_path / "out" / NAME / "1").exists()
     return str(refused.value)
 

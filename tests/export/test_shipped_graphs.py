@@ -1,5 +1,6 @@
-"""The shipped models' graphs, built again from their checkpoints through the weight spec
-(nmt_spec/weights.py): the same nodes and the same weights as the graphs in models/."""
+"""The shipped models' graphs, built again by the export pipeline's build step from their
+checkpoints through the weight spec (nmt_spec/weights.py): every variant the shipped version
+holds has the same nodes and the same weights as the graphs in models/."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
-from nmt_spec.manifest import latest_version
-from nmt_spec.weights import fill
-from training.checkpoint import load_model
+from export.graphs import DECODER_FILE, ENCODER_FILE
+from export.pipeline import build
+from export.pytorch_source import load_checkpoint
+from export.variants import VARIANTS
+from nmt_spec.manifest import Manifest, latest_version
 
 ROOT = Path(__file__).resolve().parents[2]
 # Computed, not trained: the shipped graphs hold torch's float32 table of the machine that
@@ -22,19 +24,27 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPUTED = {"positions.table": 2e-5}
 
 
+def initializers(path: Path) -> dict[str, np.ndarray]:
+    return {tensor.name: numpy_helper.to_array(tensor) for tensor in onnx.load(path).graph.initializer}  # shared weights read from beside it
+
+
 @pytest.mark.parametrize("model", ["transformer-en-de", "rnn-en-de"])
-def test_graphs_built_from_the_filled_spec_equal_the_shipped_ones(model: str) -> None:
-    spec, module, _ = load_model(ROOT / "checkpoints" / model / "model.pt")
-    weights = fill(spec, {name: value.detach().numpy() for name, value in module.state_dict().items()}, model)
-    for built, file in zip(build_graphs(spec, weights), (ENCODER_FILE, DECODER_FILE)):
-        shipped = onnx.load(latest_version(ROOT / "models" / model) / file.format(suffix=""))
-        assert list(built.graph.node) == list(shipped.graph.node), file
-        ours = {tensor.name: numpy_helper.to_array(tensor) for tensor in built.graph.initializer}
-        theirs = {tensor.name: numpy_helper.to_array(tensor) for tensor in shipped.graph.initializer}
-        assert ours.keys() == theirs.keys(), file
-        for name, value in ours.items():
-            assert value.dtype == theirs[name].dtype and value.shape == theirs[name].shape, name
-            if name in COMPUTED:
-                np.testing.assert_allclose(value, theirs[name], rtol=0, atol=COMPUTED[name])
-            else:
-                assert np.array_equal(value, theirs[name]), name
+def test_the_build_step_remakes_every_shipped_graph(model: str, tmp_path: Path) -> None:
+    shipped = latest_version(ROOT / "models" / model)
+    manifest = Manifest.load(shipped, verify_files=False)
+    checkpoint = ROOT / "checkpoints" / model / "model.pt"
+    source = load_checkpoint(checkpoint)
+    variants = tuple(manifest.variants)
+    build(source.spec, source.weights, tmp_path, variants, {}, progress=lambda _: None)
+    for variant in variants:
+        for pattern in (ENCODER_FILE, DECODER_FILE):
+            file = pattern.format(suffix=VARIANTS[variant].file_suffix)
+            assert list(onnx.load(tmp_path / file, load_external_data=False).graph.node) == list(onnx.load(shipped / file, load_external_data=False).graph.node), file
+            ours, theirs = initializers(tmp_path / file), initializers(shipped / file)
+            assert ours.keys() == theirs.keys(), file
+            for name, value in ours.items():
+                assert value.dtype == theirs[name].dtype and value.shape == theirs[name].shape, (file, name)
+                if name in COMPUTED:
+                    np.testing.assert_allclose(value, theirs[name], rtol=0, atol=COMPUTED[name])
+                else:
+                    assert np.array_equal(value, theirs[name]), (file, name)

@@ -51,7 +51,7 @@ def test_a_marian_directory_fills_the_spec_and_tied_weights_share_the_embedding(
 
     directory = build_tiny_marian(tmp_path / "opus-mt-en-de")
     config, generation = read_json(directory / CONFIG_FILE), read_json(directory / GENERATION_CONFIG_FILE)
-    spec = marian_spec(directory, config, generation, read_json(directory / VOCABULARY), marian_languages(directory, config, MarianImport(directory, "tiny")))
+    spec = marian_spec(directory, config, generation, read_json(directory / VOCABULARY), marian_languages(directory, config, MarianImport(directory=directory, name="tiny")))
     filled, _ = marian_weights(directory, config, spec)
     assert {name: value.shape for name, value in filled.items()} == {w.name: w.shape for w in weight_specs(spec)}
     assert spec.config.tie_embeddings and np.array_equal(filled["output_proj.weight"], filled["src_embed.weight"])

@@ -1,0 +1,181 @@
+"""Export as four steps, the same for every source (our checkpoints: export/exporter.py; a
+MarianMT directory: export/marian.py), as CTranslate2's converters share one writer:
+
+1. build: the graphs and their variants from a filled weight spec, and the tokenizer files,
+   into a staging directory beside the repository;
+2. verify: each variant against the source framework, on the device it targets;
+3. choose: what is measured once for the model: the CPU's default variant (export/cpu_choice.py);
+   the decoding defaults and the attention layer where the source has data for them;
+4. publish: the manifest (every file's sha256), the report, and one rename into
+   models/<name>/<version>/, so a server never sees half a version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from decoding.onnx_decoder import OnnxSeq2Seq
+from decoding.runtime import RuntimeConfig, create_session, uses_cuda
+from export.graph_builder import OPSET
+from export.graphs import DECODER_FILE, ENCODER_FILE, build_graphs
+from export.shared_weights import SHARED_WEIGHTS_FILE, store_shared_weights_once
+from export.variants import VARIANTS, VariantRecipe, write_variant
+from nmt_spec import ModelSpec
+from nmt_spec.manifest import DecodingDefaults, GraphInfo, Manifest, TensorInfo, Variant, sha256_of
+
+PARITY_REPORT_FILE = "parity_report.json"
+Progress = Callable[[str], None]
+# What verify measures of one variant: (parity, evaluation) for the manifest, or None: not measured.
+Check = Callable[[str, OnnxSeq2Seq], "tuple[dict[str, Any], dict[str, Any]] | None"]
+
+
+@dataclass(kw_only=True)
+class Publication:
+    """Where an export goes and in which precisions: models/<name>/<version>/."""
+
+    name: str
+    version: str = "1"
+    output_root: Path = Path("models")
+    variants: tuple[str, ...] = ("fp32", "int8", "fp16")
+    overwrite: bool = False
+
+    @property
+    def target(self) -> Path:
+        return self.output_root / self.name / self.version
+
+
+@contextmanager
+def staging(publication: Publication) -> Iterator[Path]:
+    """A private directory beside the repository to build a version in (removed if anything
+    fails before publish renames it into place)."""
+    target = publication.target
+    if target.exists() and not publication.overwrite:
+        raise FileExistsError(f"{target} exists; pick another --version or pass --overwrite")
+    root = target.parent.parent
+    root.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=f".{target.parent.name}-{target.name}-", dir=root))
+    try:
+        yield directory
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+def graph_info(path: Path) -> GraphInfo:
+    graph = onnx.load(path, load_external_data=False).graph
+
+    def describe(values) -> list[TensorInfo]:
+        return [
+            TensorInfo(
+                name=v.name,
+                dtype=onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+                shape=[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+            )
+            for v in values
+        ]
+
+    return GraphInfo(path.name, describe(graph.input), describe(graph.output))
+
+
+def graph_path(staged: Path, pattern: str, variant: str) -> Path:
+    return staged / pattern.format(suffix=VARIANTS[variant].file_suffix)
+
+
+def build(
+    spec: ModelSpec, weights: dict[str, np.ndarray], staged: Path, variants: tuple[str, ...], tokenizer_files: dict[str, Path], progress: Progress, in_place_caches: bool = False
+) -> dict[str, Variant]:
+    """Step 1: the fp32 graphs, each variant of them, shared weights stored once, the tokenizer
+    files copied (name in the version directory -> where it is now); each variant described as
+    the manifest holds it."""
+    progress(f"[1/4] building ONNX graphs of the {spec.architecture} (opset {OPSET})" + (", caches written in place" if in_place_caches else ""))
+    encoder, decoder = build_graphs(spec, weights, in_place_caches)
+    onnx.save(encoder, graph_path(staged, ENCODER_FILE, "fp32"))
+    onnx.save(decoder, graph_path(staged, DECODER_FILE, "fp32"))
+    progress(f"[2/4] writing variants {', '.join(variants)}")
+    for name in variants:
+        recipe = VARIANTS[name]
+        if recipe.file_suffix:
+            for pattern in (ENCODER_FILE, DECODER_FILE):
+                write_variant(recipe, graph_path(staged, pattern, "fp32"), graph_path(staged, pattern, name))
+    graphs = [graph_path(staged, pattern, name) for name in dict.fromkeys(["fp32", *variants]) for pattern in (ENCODER_FILE, DECODER_FILE)]
+    shared = store_shared_weights_once(graphs)
+    if shared:
+        progress(f"      stored once for the graphs that hold them, in {SHARED_WEIGHTS_FILE}: {', '.join(shared)}")
+    for name, path in tokenizer_files.items():
+        shutil.copyfile(path, staged / name)
+    return {
+        name: Variant(graph_info(graph_path(staged, ENCODER_FILE, name)), graph_info(graph_path(staged, DECODER_FILE, name)), VARIANTS[name].intended_device, VARIANTS[name].batch_invariant)
+        for name in variants
+    }
+
+
+def target_runtime(recipe: VariantRecipe, default: RuntimeConfig) -> RuntimeConfig:
+    """A variant made for GPUs (fp16) is checked on one when this machine has one: its CPU
+    kernels are not the ones it will be served with."""
+    if recipe.intended_device == "cuda" and uses_cuda(RuntimeConfig(device="auto")):
+        return RuntimeConfig(device="cuda")
+    return default
+
+
+def open_variant(staged: Path, name: str, runtime: RuntimeConfig) -> OnnxSeq2Seq:
+    return OnnxSeq2Seq(create_session(str(graph_path(staged, ENCODER_FILE, name)), runtime), create_session(str(graph_path(staged, DECODER_FILE, name)), runtime))
+
+
+def verify(staged: Path, variants: dict[str, Variant], runtime: RuntimeConfig, check: Check, progress: Progress) -> dict[str, OnnxSeq2Seq]:
+    """Step 2: each variant opened on the device it targets and measured by `check` against the
+    source framework; a variant that cannot run here says so in its parity. Returns the
+    sessions of those that run here."""
+    sessions: dict[str, OnnxSeq2Seq] = {}
+    for name, variant in variants.items():
+        device = target_runtime(VARIANTS[name], runtime)
+        try:
+            model = open_variant(staged, name, device)
+        except Exception as error:  # e.g. fp16 kernels that exist only on CUDA
+            variant.parity = {"status": f"not measured on {device.device}: {str(error).splitlines()[0][:200]}"}
+            progress(f"[3/4] {name}: cannot run here ({variant.parity['status']})")
+            continue
+        sessions[name] = model
+        measured = check(name, model)
+        if measured is not None:
+            parity, variant.evaluation = measured
+            variant.parity = {**parity, "device": device.device}
+    return sessions
+
+
+@dataclass
+class Choices:
+    """Step 3's outcome: what the manifest says the model does by default, and why (report)."""
+
+    decoding: DecodingDefaults = field(default_factory=DecodingDefaults)
+    cpu_default_variant: str = "fp32"
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def publish(
+    staged: Path, publication: Publication, spec: ModelSpec, tokenizer_file: str, variants: dict[str, Variant], choices: Choices, report: dict[str, Any], **provenance: Any
+) -> Manifest:
+    """Step 4: the manifest (every file with its sha256; `provenance`: created_by, origin) and
+    the report written, then the staged version takes the place of the version directory in
+    one rename."""
+    files = {path.name: sha256_of(path) for path in sorted(staged.iterdir()) if path.is_file()}
+    manifest = Manifest(
+        publication.name, publication.version, spec, tokenizer_file, OPSET, variants, files, decoding=choices.decoding, cpu_default_variant=choices.cpu_default_variant, **provenance
+    )
+    manifest.save(staged)
+    (staged / PARITY_REPORT_FILE).write_text(json.dumps(report | choices.report, indent=2) + "\n")
+    target = publication.target
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged.chmod(0o755)  # mkdtemp makes it private; the server may run as another user
+    staged.rename(target)
+    return manifest
