@@ -1,7 +1,7 @@
 """What every incremental decoder does with the rows of its running batch, whichever memory its
 tensors live in (the row operations say how): beams reordered and finished rows dropped,
 newcomers appended or written into the slots of rows that left, cache slots that no row attends
-to any more cut off, and caches written in place given room for the next slot."""
+to any more cut off."""
 
 from __future__ import annotations
 
@@ -29,10 +29,8 @@ class BatchRows:
         self.top: tuple[np.ndarray, np.ndarray] | None = None  # their ids and log-probabilities
 
     def next_mask(self) -> np.ndarray:
-        """This step's cache mask; caches written in place get a free slot for it first."""
-        mask = self.rows.next_mask()
-        self.state = self.model.with_room(self.state, self.ops, mask.shape[1] - 1)
-        return mask
+        """This step's cache mask."""
+        return self.rows.next_mask()
 
     def drop_unused_slots(self, at_least: int = 1) -> None:
         """Cut the cache slots that no row attends to any more, once there are at_least (>= 1) of them."""
@@ -47,18 +45,15 @@ class BatchRows:
         self.state = {name: self.ops.select(value, rows) for name, value in self.state.items()}
         self.rows.select(rows)
 
-    def _written(self) -> dict[str, Any]:
-        return self.model.written_slots(self.state, self.ops, self.rows.mask.shape[1])
-
     def extend(self, other: BatchRows) -> None:
-        padding, mine, theirs = self.model.padding, self._written(), other._written()
+        padding, mine, theirs = self.model.padding, self.state, other.state
         self.constants = {name: self.ops.concat(value, other.constants[name], padding[name]) for name, value in self.constants.items()}
         self.state = {name: self.ops.concat(value, theirs[name], padding[name]) for name, value in mine.items()}
         self.rows.extend(other.rows)
 
     def place(self, rows: np.ndarray, other: BatchRows) -> None:
         """Overwrite these (dead) rows with the rows of another decoder of the same model."""
-        padding, mine, theirs = self.model.padding, self._written(), other._written()
+        padding, mine, theirs = self.model.padding, self.state, other.state
         self.constants = {name: self.ops.place(value, rows, other.constants[name], padding[name]) for name, value in self.constants.items()}
         self.state = {name: self.ops.place(value, rows, theirs[name], padding[name]) for name, value in mine.items()}
         self.rows.place(rows, other.rows)

@@ -50,12 +50,9 @@ class BoundIncrementalDecoder(BatchRows):
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name, value in (self.constants | self.state).items():
             binding.bind_ortvalue_input(name, value)
-        presents = {present_name(name): name for name in self.state}
-        to_host = set(self.model.step_fetches(self.output_attentions, self.top_k)) - set(presents)
+        to_host = set(self.model.step_fetches(self.output_attentions, self.top_k)) - {present_name(name) for name in self.state}
         for name in self.model.decoder_outputs:
-            if name in presents and self.model.writes_caches_in_place:
-                binding.bind_ortvalue_output(name, self.state[presents[name]])  # the step writes its slot into the past buffer
-            elif name in to_host:
+            if name in to_host:
                 binding.bind_output(name)  # to the host: the search reads it
             else:
                 binding.bind_output(name, self.device, self.device_id)

@@ -1,7 +1,7 @@
 """Row operations on a running batch's tensors where they live (GPU memory, or CPU memory bound
 to ONNX Runtime values): beams reordered and finished rows dropped (Gather), newcomers appended
 (Pad, Concat) or written into the slots of rows that left (ScatterND), cache slots no row uses
-any more cut off and caches written in place grown (Slice, Pad). Each is a one-node ONNX
+any more cut off (Slice). Each is a one-node ONNX
 Runtime graph on the decoder's device, so the tensors never make a round trip through host
 memory; only the small index arrays travel."""
 

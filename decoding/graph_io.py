@@ -8,7 +8,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nmt_spec.graph_names import CACHE_CAPACITY
 
 # Symbolic axes of the decoder's inputs that differ between two batches: source lengths are
 # padded at the end (masked by encoder_attention_mask), self-attention caches at the start
@@ -37,7 +36,7 @@ class Padding:
 
 def padding_of(declared: list[int | str]) -> Padding | None:
     for axis, size in enumerate(declared):
-        if size in (PAD_AT_END, PAD_AT_START, CACHE_CAPACITY):
+        if size in (PAD_AT_END, PAD_AT_START):
             return Padding(axis, size != PAD_AT_END)
     return None
 

@@ -20,7 +20,6 @@ from nmt_spec.graph_names import (
     LOG_PROBS,
     OUTPUT_ATTENTIONS,
     OUTPUT_LOG_PROBS,
-    PAST_SEQUENCE_LENGTH,
     POSITION_IDS,
     TOP_IDS,
     TOP_K,
@@ -29,8 +28,6 @@ from nmt_spec.graph_names import (
 
 # What one more encoder call costs, in padded source tokens of work.
 ENCODER_CALL_COST_TOKENS = 64
-# Slots a full cache written in place grows by: each growth copies it once.
-CACHE_GROWTH_SLOTS = 16
 
 
 class StepGraphs:
@@ -67,12 +64,11 @@ class StepGraphs:
         self.takes_attention_switch = OUTPUT_ATTENTIONS in decoder_inputs
         self.takes_top_k = TOP_K in decoder_inputs  # graphs exported before it have none
         self.takes_log_probs_switch = OUTPUT_LOG_PROBS in decoder_inputs  # before it, log_probs always came out
-        self.writes_caches_in_place = PAST_SEQUENCE_LENGTH in decoder_inputs
         self.selects_tokens = self.takes_top_k  # steps may read only the best tokens (a switch, for comparisons)
         # The RNN's attention is part of its step; the Transformer's is computed when asked.
         self.attention_output = next((name for name in (CROSS_ATTENTIONS, ATTENTION_WEIGHTS) if name in self.decoder_outputs), None)
         for name, shape in decoder_inputs.items():
-            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS, OUTPUT_LOG_PROBS, PAST_SEQUENCE_LENGTH, TOP_K):
+            if name in (DECODER_INPUT_IDS, POSITION_IDS, DECODER_MASK, OUTPUT_ATTENTIONS, OUTPUT_LOG_PROBS, TOP_K):
                 continue
             if name in encoder_outputs:
                 self.constant_inputs.append(name)
@@ -122,8 +118,6 @@ class StepGraphs:
             feeds[POSITION_IDS] = rows.positions.reshape(-1, 1)
         if self.takes_decoder_mask:
             feeds[DECODER_MASK] = mask
-        if self.writes_caches_in_place:
-            feeds[PAST_SEQUENCE_LENGTH] = np.array([mask.shape[1] - 1], dtype=np.int32)
         if self.takes_attention_switch:
             feeds[OUTPUT_ATTENTIONS] = np.array(output_attentions)
         return feeds
@@ -149,25 +143,6 @@ class StepGraphs:
         padding = self.padding[name]
         return padding is not None and padding.at_start
 
-    def _cut_caches(self, state: dict, ops: RowOps, start: int, end: int | None) -> dict:
-        """The self-attention caches cut to slots start to end (None: the last); the rest as is."""
-        return {name: ops.slice(value, self.padding[name].axis, start, end) if self.pads_at_start(name) else value for name, value in state.items()}
-
     def drop_leading_slots(self, state: dict, ops: RowOps, count: int) -> dict:
         """The caches without their first count slots, which no row attends to any more."""
-        return self._cut_caches(state, ops, count, None)
-
-    def with_room(self, state: dict, ops: RowOps, written: int) -> dict:
-        """Caches written in place, grown where they have no free slot for this step's."""
-        if not self.writes_caches_in_place:
-            return state
-        grown = dict(state)
-        for name, value in state.items():
-            if self.pads_at_start(name) and ops.shape(value)[self.padding[name].axis] <= written:
-                grown[name] = ops.pad_to(value, Padding(self.padding[name].axis, at_start=False), written + CACHE_GROWTH_SLOTS)
-        return grown
-
-    def written_slots(self, state: dict, ops: RowOps, written: int) -> dict:
-        """Caches written in place cut to the slots written so far, the layout in which the rows
-        of two batches are put together (aligned on their last slot)."""
-        return self._cut_caches(state, ops, 0, written) if self.writes_caches_in_place else state
+        return {name: ops.slice(value, self.padding[name].axis, count, None) if self.pads_at_start(name) else value for name, value in state.items()}

@@ -39,12 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam-sizes", type=int, nargs="+", default=list(defaults.beam_sizes), help="beam sizes tried for the default decoding; 1 is greedy (default: %(default)s)")
     parser.add_argument("--length-penalties", type=float, nargs="+", default=list(defaults.length_penalties), help="length penalties tried with each beam over 1 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version directory")
-    parser.add_argument(
-        "--in-place-caches",
-        action="store_true",
-        help="Transformer: self-attention caches as buffers each decoder step writes one slot of, in place "
-        "(DecoderMaskedMultiHeadAttention), instead of a cache one slot longer at every step: the GPU's layout",
-    )
     return parser
 
 
@@ -78,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         beam_sizes=tuple(args.beam_sizes),
         length_penalties=tuple(args.length_penalties),
         overwrite=args.overwrite,
-        in_place_caches=args.in_place_caches,
     )
     export_model(config)
     return 0

@@ -34,9 +34,6 @@ class ExportConfig(Publication):
     decoding_split: str | None = "val"
     beam_sizes: tuple[int, ...] = (1, 4, 5)
     length_penalties: tuple[float, ...] = (0.6, 1.0, 1.4)
-    # The Transformer's self-attention caches as buffers each step writes one slot of, in place
-    # (DecoderMaskedMultiHeadAttention), instead of a cache one slot longer each step.
-    in_place_caches: bool = False
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig(device="cpu"))
 
     def read(self, split: str, spec: ModelSpec, limit: int | None = None) -> tuple[list[str], list[str]]:
@@ -56,7 +53,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
     bleu_data = config.read(config.bleu_split, spec) if config.bleu_split else None
 
     with staging(config) as staged:
-        variants = build(spec, source.weights, staged, config.variants, {TOKENIZER_FILE: tokenizer_path}, progress, config.in_place_caches)
+        variants = build(spec, source.weights, staged, config.variants, {TOKENIZER_FILE: tokenizer_path}, progress)
         reference_bleu = None
         if bleu_data:
             progress(f"[3/4] PyTorch greedy BLEU on {config.bleu_split} ({len(bleu_data[0])} sentences)")

@@ -11,7 +11,7 @@ from export import rnn_graphs, transformer_graphs
 from nmt_spec import ModelSpec
 
 EncoderBuilder = Callable[[ModelSpec, dict[str, np.ndarray]], onnx.ModelProto]
-DecoderBuilder = Callable[[ModelSpec, dict[str, np.ndarray], bool], onnx.ModelProto]  # (spec, weights, in_place_caches)
+DecoderBuilder = Callable[[ModelSpec, dict[str, np.ndarray]], onnx.ModelProto]
 
 BUILDERS: dict[str, tuple[EncoderBuilder, DecoderBuilder]] = {
     "transformer": (transformer_graphs.build_encoder, transformer_graphs.build_decoder_step),
@@ -24,8 +24,6 @@ ENCODER_FILE = "encoder_model{suffix}.onnx"
 DECODER_FILE = "decoder_with_past_model{suffix}.onnx"
 
 
-def build_graphs(spec: ModelSpec, weights: dict[str, np.ndarray], in_place_caches: bool = False) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """in_place_caches: self-attention caches as buffers a step writes one slot of (the
-    Transformer's; the RNN's state is rewritten whole at every step either way)."""
+def build_graphs(spec: ModelSpec, weights: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     build_encoder, build_decoder = BUILDERS[spec.architecture]
-    return build_encoder(spec, weights), build_decoder(spec, weights, in_place_caches)
+    return build_encoder(spec, weights), build_decoder(spec, weights)

@@ -91,13 +91,13 @@ def graph_path(staged: Path, pattern: str, variant: str) -> Path:
 
 
 def build(
-    spec: ModelSpec, weights: dict[str, np.ndarray], staged: Path, variants: tuple[str, ...], tokenizer_files: dict[str, Path], progress: Progress, in_place_caches: bool = False
+    spec: ModelSpec, weights: dict[str, np.ndarray], staged: Path, variants: tuple[str, ...], tokenizer_files: dict[str, Path], progress: Progress
 ) -> dict[str, Variant]:
     """Step 1: the fp32 graphs, each variant of them, shared weights stored once, the tokenizer
     files copied (name in the version directory -> where it is now); each variant described as
     the manifest holds it."""
-    progress(f"[1/4] building ONNX graphs of the {spec.architecture} (opset {OPSET})" + (", caches written in place" if in_place_caches else ""))
-    encoder, decoder = build_graphs(spec, weights, in_place_caches)
+    progress(f"[1/4] building ONNX graphs of the {spec.architecture} (opset {OPSET})")
+    encoder, decoder = build_graphs(spec, weights)
     onnx.save(encoder, graph_path(staged, ENCODER_FILE, "fp32"))
     onnx.save(decoder, graph_path(staged, DECODER_FILE, "fp32"))
     progress(f"[2/4] writing variants {', '.join(variants)}")

@@ -96,10 +96,9 @@ def build_encoder(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     return g.model()
 
 
-def build_decoder_step(spec: ModelSpec, weights: Weights, in_place_caches: bool = False) -> onnx.ModelProto:
+def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     """input_ids (B, 1), encoder_hidden_states, encoder_attention_mask, past_hidden (and
-    past_cell) -> log_probs (B, V), present_hidden (and present_cell), attention_weights (B, S).
-    in_place_caches changes nothing: the state is rewritten whole at every step."""
+    past_cell) -> log_probs (B, V), present_hidden (and present_cell), attention_weights (B, S)."""
     r = _RNNGraph(spec, weights, "decoder_step")
     g, config = r.g, r.config
     state_shape = ["batch_size", config.decoder_layers, config.hidden_size]

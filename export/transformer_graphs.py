@@ -15,7 +15,6 @@ import onnx
 from export.graph_builder import BOOL, FLOAT, INT32, INT64, MICROSOFT_DOMAIN, GraphBuilder, empty_branch
 from nmt_spec import ModelSpec, TransformerConfig
 from nmt_spec.graph_names import (
-    CACHE_CAPACITY,
     CROSS_ATTENTIONS,
     DECODER_INPUT_IDS,
     ENCODER_HIDDEN_STATES,
@@ -23,7 +22,6 @@ from nmt_spec.graph_names import (
     ENCODER_MASK,
     DECODER_MASK,
     OUTPUT_ATTENTIONS,
-    PAST_SEQUENCE_LENGTH,
     POSITION_IDS,
     cross_key,
     cross_value,
@@ -166,25 +164,21 @@ def build_encoder(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     return g.model()
 
 
-def build_decoder_step(spec: ModelSpec, weights: Weights, in_place_caches: bool = False) -> onnx.ModelProto:
+def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     """One decoder step: input_ids (B, 1), position_ids (B, 1), decoder_attention_mask
     (B, past + 1), encoder_attention_mask, the cross-attention keys/values, the self-attention
     caches past_key_values.{i}.decoder.key|value (B, H, past, Dh) and output_attentions (bool)
     -> log_probs (B, V), present.{i}.decoder.key|value, one slot longer (MultiHeadAttention
     concatenates), and cross_attentions (B, layers, S), empty unless output_attentions.
-    in_place_caches: the caches are buffers (B, H, capacity, Dh) whose first past_sequence_length
-    slots are written, and present_* the same buffers with this step's slot written, in place
-    when each is bound to its past input (DecoderMaskedMultiHeadAttention shares past and
-    present). On 2 CPU cores its kernel was slower than MultiHeadAttention's at test2016's
-    lengths (docs/PERFORMANCE.md), so it is the GPU's layout, chosen at export."""
+    (Caches written in place by DecoderMaskedMultiHeadAttention were exported until they gave
+    wrong answers on CUDA, whose kernel keeps K in another layout.)"""
     t = _TransformerGraph(spec, weights, "decoder_step", rows_only=True)
     g, config = t.g, t.config
     ids = g.input(DECODER_INPUT_IDS, INT64, ["batch_size", 1])
     positions = g.input(POSITION_IDS, INT64, ["batch_size", 1])
     self_mask = g.input(DECODER_MASK, INT32, ["batch_size", "total_decoder_sequence_length"])
     mask = g.input(ENCODER_MASK, INT32, ["batch_size", "encoder_sequence_length"])
-    written = g.input(PAST_SEQUENCE_LENGTH, INT32, [1]) if in_place_caches else ""
-    past_shape = ["batch_size", t.heads, CACHE_CAPACITY if in_place_caches else "past_decoder_sequence_length", t.head_dim]
+    past_shape = ["batch_size", t.heads, "past_decoder_sequence_length", t.head_dim]
     cross_shape = ["batch_size", t.heads, "encoder_sequence_length", t.head_dim]
     caches = []
     for i in range(config.n_decoder_layers):
@@ -211,13 +205,9 @@ def build_decoder_step(spec: ModelSpec, weights: Weights, in_place_caches: bool 
         def self_attention(y: str, prefix: str = prefix, key_cache: str = key_cache, value_cache: str = value_cache, layer: int = i) -> str:
             q, k, v = t.qkv(y, f"{prefix}.self_attn")
             presents.append((present_key(layer), present_value(layer)))
-            if in_place_caches:
-                operator, inputs, attributes = "DecoderMaskedMultiHeadAttention", [q, k, v, self_mask, "", key_cache, value_cache, written], {"past_present_share_buffer": 1}
-            else:
-                operator, inputs, attributes = "MultiHeadAttention", [q, k, v, "", self_mask, "", key_cache, value_cache], {}
-            # present_* come from the node itself: an Identity between would copy a shared buffer
-            output_names = [g.fresh(f"{operator}_out"), *presents[-1]]
-            attended = g.op(operator, inputs, domain=MICROSOFT_DOMAIN, output_names=output_names, num_heads=t.heads, **attributes)[0]
+            inputs = [q, k, v, "", self_mask, "", key_cache, value_cache]
+            output_names = [g.fresh("MultiHeadAttention_out"), *presents[-1]]
+            attended = g.op("MultiHeadAttention", inputs, domain=MICROSOFT_DOMAIN, output_names=output_names, num_heads=t.heads)[0]
             return t.attention_output(t.as_rows(attended), f"{prefix}.self_attn")
 
         def cross_attention(y: str, prefix: str = prefix, keys: str = keys, values: str = values) -> str:
@@ -236,7 +226,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights, in_place_caches: bool 
     if config.output_bias:
         logits = g.op("Add", [logits, g.constant("output_proj.bias", t.w("output_proj.bias"))])
     g.next_token_outputs(logits, config.vocab_size)
-    present_shape = past_shape if in_place_caches else ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
+    present_shape = ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
     for new_keys, new_values in presents:
         g.output(new_keys, new_keys, FLOAT, present_shape)
         g.output(new_values, new_values, FLOAT, present_shape)

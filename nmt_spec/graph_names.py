@@ -10,13 +10,6 @@ POSITION_IDS = "position_ids"  # int64 (B, 1): the target position each row is d
 # to. Rows that joined a running batch late have empty slots before their first token, so rows
 # at different positions can share one cache tensor (in-flight batching).
 DECODER_MASK = "decoder_attention_mask"
-# int32 [1]: the self-attention cache slot this step writes, the same for every row (rows that
-# joined late have empty, masked slots first). Graphs with this input keep each self-attention
-# cache in a buffer of some capacity (B, H, capacity, Dh) that a step writes one slot of, in
-# place when the present output is bound to the past input's buffer; without it, present_* is
-# the past cache one slot longer.
-PAST_SEQUENCE_LENGTH = "past_sequence_length"
-CACHE_CAPACITY = "decoder_cache_capacity"  # the symbolic axis of such buffers
 # float (B, V): log-softmax of the next-token logits, computed in the graph (vectorised and
 # multi-threaded there, where numpy would spend a tenth of a decoder step on it). Graphs with the
 # bool input output_log_probs copy it out only when that is true (else an empty (0, V) tensor):

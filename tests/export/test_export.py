@@ -36,8 +36,6 @@ from training.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURES = ["transformer", "rnn"]
-# The decoding tests also run on the Transformer exported with caches written in place.
-LAYOUTS = ["transformer", "transformer-in-place", "rnn"]
 SOURCES = [en for en, _ in PARALLEL_PAIRS] + ["A dog is running on the beach.", "Two men are playing football."]
 
 
@@ -63,20 +61,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
         )
         export_model(config, progress=lambda message: None)
         result[architecture] = (run / "last.pt", root / "models" / f"{architecture}-tiny" / "3")
-    in_place = ExportConfig(
-        checkpoint=result["transformer"][0],
-        name="transformer-tiny-in-place",
-        version="3",
-        output_root=root / "models",
-        variants=("fp32",),
-        data_directory=str(corpus),
-        parity_sentences=6,
-        bleu_split=None,
-        decoding_split=None,
-        in_place_caches=True,
-    )
-    export_model(in_place, progress=lambda message: None)
-    result["transformer-in-place"] = (result["transformer"][0], root / "models" / "transformer-tiny-in-place" / "3")
     return result
 
 
@@ -274,7 +258,7 @@ def test_empty_cache_has_no_past_positions(exported: dict) -> None:
     assert decoder.state["past_key_values.0.decoder.key"].shape[2] == 1
 
 
-@pytest.mark.parametrize("architecture", LAYOUTS)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("beam_size", [1, 3])
 @pytest.mark.parametrize("where", WHERE)
 def test_sentences_joining_a_running_batch_get_the_answers_they_get_alone(exported: dict, architecture: str, beam_size: int, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -332,7 +316,7 @@ def test_cache_slots_of_rows_that_left_are_dropped(exported: dict) -> None:
     assert first.rows.mask.tolist() == [[1, 1]] and first.state["past_key_values.0.decoder.key"].shape[2] == 2
 
 
-@pytest.mark.parametrize("architecture", LAYOUTS)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("where", WHERE)
 def test_a_shared_greedy_search_answers_each_sentence_as_alone_when_some_are_cancelled(exported: dict, architecture: str, where: str) -> None:
     """The server merges greedy requests into one search; cancelling some sentences midway
