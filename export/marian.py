@@ -215,18 +215,19 @@ def import_marian(job: MarianImport, progress: Callable[[str], None] = print) ->
     )
     with staging(job) as staged:
         variants = build(spec, weights, staged, job.variants, {name: directory / name for name in (SOURCE_SPM, TARGET_SPM, VOCABULARY)}, progress)
+        tokenizer = load_tokenizer(staged, spec)
         report: dict = {}
 
         def check(name: str, onnx_model: OnnxSeq2Seq) -> tuple[dict, dict] | None:
             if name != "fp32" or not job.parity_texts:
                 return None
             progress(f"[3/4] parity with transformers on {len(job.parity_texts)} sentences")
-            report.update(transformers_parity(directory, onnx_model, spec, choices.decoding, load_tokenizer(staged, spec), job.parity_texts))
+            report.update(transformers_parity(directory, onnx_model, spec, choices.decoding, tokenizer, job.parity_texts))
             return dict(report), {}
 
         verify(staged, variants, RuntimeConfig(device="cpu"), check, progress)
         # the parity sentences, when given, also time fp32 against int8 for the CPU default
-        choices.cpu_default_variant, cpu_report = choose_cpu_variant(staged, spec, load_tokenizer(staged, spec), variants, job.parity_texts, progress)
+        choices.cpu_default_variant, cpu_report = choose_cpu_variant(staged, spec, tokenizer, variants, job.parity_texts, progress)
         if cpu_report:
             choices.report["cpu_default_variant"] = cpu_report
         origin = {"format": "transformers MarianMTModel", "config": str(config.get("_name_or_path") or directory), "checkpoint": weight_file.name, "checkpoint_sha256": sha256_of(weight_file)}
