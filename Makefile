@@ -37,11 +37,12 @@ bench: install
 	$(BIN)/python -m bench
 
 # The same on a GPU (a CUDA build of onnxruntime): both models exported with fp16 graphs into
-# models-gpu/ (fp16 parity is checked on the GPU; concatenated caches: the in-place export gave
-# wrong answers on CUDA), then docs/BENCHMARKS-GPU.md and its plot. bench/gpu_session.sh runs the same.
+# models-gpu/ (every variant's greedy output held to the CPU's fp32 on the GPU, the step loop and
+# the fixed-shape step that CUDA graphs replay), then docs/BENCHMARKS-GPU.md and its plot.
+# bench/gpu_session.sh runs the same, with the CUDA tests and bench.host_time.
 bench-gpu: install
 	for model in transformer-en-de rnn-en-de; do \
-		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 2 --variants fp32 fp16 --out models-gpu --overwrite || exit 1; \
+		$(BIN)/python -m export --checkpoint checkpoints/$$model/model.pt --name $$model --version 2 --variants fp32 fp16 --out models-gpu --overwrite --decoding-split none || exit 1; \
 	done
 	$(BIN)/python -m bench.gpu --repository models-gpu
 

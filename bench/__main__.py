@@ -23,10 +23,12 @@ from bench.engines import (
     pytorch_greedy,
     server_load,
 )
+from bench import host_time
 from bench.flops import flops_per_generated_token, matmul_peak_flops
 from bench.report import Report
 from nmt_spec.manifest import latest_version
 
+HOST_TIME_TITLE = "Host time per decoder step (compute-free Transformer: 1 layer, d_model 16; `python -m bench.host_time`)"
 MODELS = {"transformer-en-de": "checkpoints/transformer-en-de/model.pt", "rnn-en-de": "checkpoints/rnn-en-de/model.pt"}
 
 
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     references = (data / f"{args.split}.de").read_text(encoding="utf-8").splitlines()[: args.sentences]
     report = Report(texts, references, machine_description(args.threads), "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]))
     report.repeats = args.repeats
+    progress("host time per decoder step outside ONNX Runtime's run: the step loop against the fixed-shape form ...")
+    report.sections[HOST_TIME_TITLE] = host_time.table(*host_time.compare(64 if args.smoke else 512, rounds=1 if args.smoke else 3))
     progress(f"matmul peak ({args.threads} threads) ...")
     report.peak_flops = matmul_peak_flops(512 if args.smoke else 1024)
 

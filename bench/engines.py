@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from decoding.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXED_STEP = "fixed-shape step"
 
 
 @dataclass(frozen=True)
@@ -129,15 +130,16 @@ def ctranslate2_greedy(
 
 
 def in_process_translator(
-    version_directory: Path, variant: str, threads: int, max_batch_size: int, profile_prefix: str = "", device: str = "cpu", model_default: bool = False
+    version_directory: Path, variant: str, threads: int, max_batch_size: int, profile_prefix: str = "", device: str = "cpu", model_default: bool = False, fixed_step: bool = False
 ) -> Translator:
     """Our decoding module in batches of max_batch_size sentences (as CTranslate2's: not bounded
-    by tokens as well), greedy unless model_default (the manifest's beam and length penalty)."""
+    by tokens as well), greedy unless model_default (the manifest's beam and length penalty);
+    fixed_step: greedy on the fixed-shape step (the GPU form)."""
     from decoding.runtime import RuntimeConfig
     from decoding.translator import Translator
 
     runtime = RuntimeConfig(device=device, intra_op_threads=threads, profile_prefix=profile_prefix)
-    translator = Translator.from_repository(version_directory, variant, runtime)
+    translator = Translator.from_repository(version_directory, variant, runtime, fixed_step=fixed_step)
     translator.max_batch_size, translator.max_batch_tokens = max_batch_size, max_batch_size * translator.spec.max_source_length
     if not model_default:
         translator.decoding = dataclasses.replace(translator.decoding, beam_size=1)
@@ -156,11 +158,13 @@ def onnx_greedy(
     arrival_order: bool = False,
     workers: int = 1,
     model_default: bool = False,
+    fixed_step: bool = False,
 ) -> Measurement:
     """Batches of max_batch_size texts, sorted by length (as translate_batch sorts them) or in
     arrival order; `workers` threads each decode one batch at a time (one session, `threads`
-    threads per operation). Greedy, or with model_default the manifest's decoding."""
-    translator = in_process_translator(version_directory, variant, threads, max_batch_size, device=device, model_default=model_default)
+    threads per operation). Greedy, or with model_default the manifest's decoding; fixed_step:
+    greedy on the fixed-shape step."""
+    translator = in_process_translator(version_directory, variant, threads, max_batch_size, device=device, model_default=model_default, fixed_step=fixed_step)
     translator.translate(texts[: 2 * max_batch_size])  # warm-up: on a GPU, the first run of each shape costs more
     if arrival_order:
         order = list(range(len(texts)))
@@ -186,7 +190,7 @@ def onnx_greedy(
         thread.start()
     for thread in running:
         thread.join()
-    setting = variant + (f", {ARRIVAL_ORDER}" if arrival_order else "")
+    setting = variant + (f", {FIXED_STEP}" if fixed_step else "") + (f", {ARRIVAL_ORDER}" if arrival_order else "")
     if model_default:
         setting += f", {MODEL_DEFAULT} (beam {translator.decoding.beam_size}, length penalty {translator.decoding.length_penalty:g})"
     return Measurement("onnx", model_name, setting, 0, time.perf_counter() - began, translations, layout=where or str(Layout(workers, threads)), precision=variant)

@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.__main__ import MODELS, cpu_name, progress
 from bench.engines import (
     ARRIVAL_ORDER,
+    FIXED_STEP,
     ROOT,
     Layout,
     Measurement,
@@ -91,6 +92,13 @@ class GpuReport(Report):
             for batch in self.batch_sizes:
                 ratio(model, f"ONNX fp16 / fp32, batches of {batch}", self.at_batch(model, "onnx", "fp16", batch), self.at_batch(model, "onnx", "fp32", batch))
             largest = max(self.batch_sizes)
+            fixed_variants = [v for v in ("fp32", "fp16") if self.at_batch(model, "onnx", f"{v}, {FIXED_STEP}", largest)]
+            for variant in fixed_variants:
+                for batch in self.batch_sizes:
+                    ratio(model, f"ONNX {variant}, batches of {batch}: {FIXED_STEP} / step loop", self.at_batch(model, "onnx", f"{variant}, {FIXED_STEP}", batch), self.at_batch(model, "onnx", variant, batch))
+                ratio(
+                    model, f"ONNX {variant} {FIXED_STEP} / ONNX fp32 step loop, batches of {largest}", self.at_batch(model, "onnx", f"{variant}, {FIXED_STEP}", largest), self.at_batch(model, "onnx", "fp32", largest)
+                )  # fmt: skip
             for variant in ("fp32", "fp16"):
                 ratio(model, f"ONNX {variant}: batches of {largest} / of {min(self.batch_sizes)}", self.at_batch(model, "onnx", variant, largest), self.at_batch(model, "onnx", variant, min(self.batch_sizes)))
                 arrival = self.at_batch(model, "onnx", f"{variant}, {ARRIVAL_ORDER}", largest)
@@ -112,7 +120,12 @@ class GpuReport(Report):
                 if same is not None:
                     ratio(model, f"server {layout} at its best ({server.setting}, {server.concurrency} clients) / ONNX {variant} in-process at its best ({same.layout})", server, same)
                 arrival = self.at_batch(model, "onnx", f"{variant}, {ARRIVAL_ORDER}", largest)
-                ratio(model, f"server {layout} at its best / ONNX {variant} in-process, batches of {largest} {ARRIVAL_ORDER} (the cost of serving)", server, arrival)
+                fixed_arrival = self.at_batch(model, "onnx", f"{variant}, {FIXED_STEP}, {ARRIVAL_ORDER}", largest)
+                in_process = max([m for m in (arrival, fixed_arrival) if m is not None], key=self.sentences_per_second, default=None)
+                ratio(model, f"server {layout} at its best / ONNX {variant} in-process, batches of {largest} {ARRIVAL_ORDER}, its faster form (the cost of serving)", server, in_process)
+                for measured in [m for m in self.measurements if m.model == model and m.engine == "server" and m.layout == layout and m.setting.startswith("dynamic")]:
+                    if measured.concurrency == max(m.concurrency for m in self.measurements if m.engine == "server"):
+                        ratio(model, f"server {layout}, {measured.setting}, {measured.concurrency} clients / ONNX {variant} in-process {ARRIVAL_ORDER}, its faster form", measured, in_process)
                 self.policy_ratios(table, model, layout)
         return str(table)
 
@@ -182,6 +195,15 @@ class GpuReport(Report):
         return [path]
 
 
+def fixed_step_runs(version: Path, variant: str, device: str) -> bool:
+    """Whether the variant has the fixed-shape step and it runs on this device (on CUDA in fp16
+    only: ONNX Runtime's GroupQueryAttention has no fp32 CUDA kernel)."""
+    from nmt_spec.manifest import Manifest
+
+    graphs = Manifest.load(version, verify_files=False).variants.get(variant)
+    return graphs is not None and graphs.fixed_step is not None and (device == "cpu" or variant != "fp32")
+
+
 def where(device: str, batch: int) -> str:
     return f"{'GPU' if device == 'cuda' else 'CPU'}, batches of {batch}"
 
@@ -200,12 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-workers", type=int, nargs="+", default=[1, 2], help="decode workers: threads that each run a batch, so one's Python overlaps the other's GPU work")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256], help="server load levels")
     parser.add_argument("--policies", nargs="+", default=["dynamic", "inflight"], choices=["dynamic", "inflight"])
+    parser.add_argument("--paragraph", type=int, default=8, help="dynamic batching at the most clients: also requests of this many sentences each; 1: not")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "BENCHMARKS-GPU.md", help="markdown report; the plot is written beside it")
     parser.add_argument("--smoke", action="store_true", help="8 sentences, small batches, fp32 only (the shipped repository has no fp16 graphs): checks the benchmark runs")
     args = parser.parse_args(argv)
     if args.smoke:
         args.sentences, args.batch_sizes, args.concurrency, args.models = 8, [1, 4], [1, 4], args.models[:1]
-        args.variants, args.pytorch, args.server_variants, args.server_workers = ["fp32"], ["fp32"], ["fp32"], [2]
+        args.variants, args.pytorch, args.server_variants, args.server_workers, args.paragraph = ["fp32"], ["fp32"], ["fp32"], [2], 2
     if args.device == "cuda":
         from decoding.runtime import RuntimeConfig, uses_cuda
 
@@ -233,12 +256,15 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"{name}: ONNX Runtime fp32 on {threads} CPU cores (the reference outputs)")
             report.add(onnx_greedy(version, "fp32", texts, threads, name, 64, "cpu", CPU_REFERENCE))
             for variant in args.variants:
-                for batch in args.batch_sizes:
-                    progress(f"{name}: ONNX Runtime {variant} on {args.device}, batches of {batch}")
-                    report.add(onnx_greedy(version, variant, level(batch), threads, name, batch, args.device, where(args.device, batch)))
-                batch = max(args.batch_sizes)
-                progress(f"{name}: ONNX Runtime {variant} on {args.device}, batches of {batch} {ARRIVAL_ORDER}")
-                report.add(onnx_greedy(version, variant, level(batch), threads, name, batch, args.device, where(args.device, batch), arrival_order=True))
+                forms = [False] + ([True] if fixed_step_runs(version, variant, args.device) else [])
+                for fixed_step in forms:
+                    form = f", {FIXED_STEP}" if fixed_step else ""
+                    for batch in args.batch_sizes:
+                        progress(f"{name}: ONNX Runtime {variant}{form} on {args.device}, batches of {batch}")
+                        report.add(onnx_greedy(version, variant, level(batch), threads, name, batch, args.device, where(args.device, batch), fixed_step=fixed_step))
+                    batch = max(args.batch_sizes)
+                    progress(f"{name}: ONNX Runtime {variant}{form} on {args.device}, batches of {batch} {ARRIVAL_ORDER}")
+                    report.add(onnx_greedy(version, variant, level(batch), threads, name, batch, args.device, where(args.device, batch), arrival_order=True, fixed_step=fixed_step))
             for precision in args.pytorch:
                 for batch in dict.fromkeys([min(64, max(args.batch_sizes)), max(args.batch_sizes)]):
                     progress(f"{name}: PyTorch eager {precision} on {args.device}, batches of {batch}")
@@ -248,13 +274,16 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in args.server_variants:
                     for workers in args.server_workers:
                         layout = f"{'GPU' if args.device == 'cuda' else 'CPU'}, {variant}, {workers} worker{'s' if workers > 1 else ''}, up to {batch} per batch"
-                        extra = ["--device", args.device, "--variant", variant, "--max-batch-size", str(batch), "--max-batch-tokens", str(batch * 256), "--model-repository", str(args.repository)]
+                        # the GPU form wherever it runs (auto: on CUDA; the CPU run exercises it too)
+                        fixed = "on" if args.device == "cpu" else "auto"
+                        extra = ["--device", args.device, "--variant", variant, "--max-batch-size", str(batch), "--max-batch-tokens", str(batch * 256), "--model-repository", str(args.repository), "--fixed-step", fixed]
                         for policy in args.policies:
                             log = Path(scratch) / f"server-{name}-{variant}-{workers}-{policy}.log"
                             with ServerProcess(name, policy, Layout(workers, min(threads, 4)), free_port(), log, extra) as server:
-                                for concurrency in args.concurrency:
-                                    progress(f"{name}: server, {layout}, {policy} batching, {concurrency} clients")
-                                    measured = server_load(server, level(concurrency), concurrency, name, policy)
+                                most = max(args.concurrency)
+                                for concurrency, paragraph in [(c, 1) for c in args.concurrency] + ([(most, args.paragraph)] if policy == "dynamic" and args.paragraph > 1 else []):
+                                    progress(f"{name}: server, {layout}, {policy} batching, {concurrency} clients x {paragraph} sentence(s) per request")
+                                    measured = server_load(server, level(concurrency * paragraph), concurrency, name, policy, sentences_per_request=paragraph)
                                     measured.layout, measured.precision = layout, variant  # the layout names the variant
                                     report.add(measured)
         for name in args.models:

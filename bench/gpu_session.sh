@@ -9,7 +9,8 @@
 #   bash bench/gpu_session.sh receive   # there, once per piece: carry [".gpu/meta", ".gpu/pieces/NN"]
 #                                       # (the first call also says what the machine is)
 #   bash bench/gpu_session.sh run       # there, last: carry [".gpu/meta", ".gpu/wheels"]; joins the pieces,
-#                                       # installs, exports fp16, runs the CUDA tests and python -m bench.gpu;
+#                                       # installs, exports fp16 (held to the CPU's fp32 on the GPU), runs the
+#                                       # CUDA tests, python -m bench.host_time and python -m bench.gpu;
 #                                       # docs/BENCHMARKS-GPU.md, its plot and the logs go to $OUT
 #
 # A call removes the carried paths it does not name, so `receive` copies its piece out of the work
@@ -101,10 +102,13 @@ install() {
     python3 -c "import onnxruntime as ort; ort.preload_dlls(); print(ort.__version__, ort.get_available_providers())"
 }
 
+# The same export as `make bench-gpu`: fp32 and fp16, each held on the GPU to the CPU's fp32 greedy
+# output (step loop and fixed-shape step); the default decoding is not searched (the benchmark
+# decodes greedily), which saves minutes of device time.
 export_fp16() {
     local model
     for model in transformer-en-de rnn-en-de; do
-        python3 -m export --checkpoint "checkpoints/$model/model.pt" --name "$model" --version 2 --variants fp32 fp16 --out models-gpu --overwrite
+        python3 -m export --checkpoint "checkpoints/$model/model.pt" --name "$model" --version 2 --variants fp32 fp16 --out models-gpu --overwrite --decoding-split none
     done
 }
 
@@ -120,7 +124,8 @@ run() {
     mkdir -p "$out"
     step "install ONNX Runtime's CUDA build and the server's wheels" install 2>&1 | tee "$out/install.log"
     step "export fp16 graphs (parity checked on the GPU)" export_fp16 2>&1 | tee "$out/export.log"
-    step "the CUDA tests" python3 -m pytest -q -p no:cacheprovider tests/export/test_export.py tests/decoding 2>&1 | tee "$out/tests.log"
+    step "the CUDA tests" python3 -m pytest -q -p no:cacheprovider -rs tests/export/test_export.py tests/decoding 2>&1 | tee "$out/tests.log"
+    step "python -m bench.host_time" python3 -m bench.host_time 2>&1 | tee "$out/host-time.log"
     step "python -m bench.gpu" python3 -m bench.gpu --repository models-gpu 2>&1 | tee "$out/bench-gpu.log"
     cp docs/BENCHMARKS-GPU.md docs/bench-gpu.png "$out/"
 }

@@ -47,6 +47,7 @@ class Report:
     layout_header: str = "batches at once x threads"
     reference_label: str = "ONNX fp32"  # the first measurement of our module in-process, fp32
     title: str = "Benchmarks"
+    sections: dict[str, str] = field(default_factory=dict)  # more sections: title -> markdown
 
     def add(self, measurement: Measurement) -> None:
         """Of repeated measurements of the same thing, the fastest is kept: this machine's speed
@@ -256,6 +257,7 @@ class Report:
             "",
             self.utilisation(),
             "",
+            *[part for title, body in self.sections.items() for part in (f"## {title}", "", body, "")],
             *[f"![{p.stem}]({p.name})" for p in plots],
             "",
         ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from decoding.constraints import LengthBound, TokenRules
+from decoding.fixed_greedy import FixedShapeGreedy
 from decoding.search import (
     BeamSearch,
     GreedySearch,
@@ -100,4 +101,17 @@ def search_batches(
             results[index] = hypotheses
         if on_batch is not None:
             on_batch(len(indices))
+    return results
+
+
+def fixed_greedy_batches(
+    sources: list[list[int]], engine: FixedShapeGreedy, options: SearchOptions, max_batch_tokens: int, max_batch_size: int | None = None
+) -> list[list[Hypothesis]]:
+    """search_batches' greedy search, in its batches, on the fixed-shape step (options without
+    token rules or attention, which that form does not apply)."""
+    results: list[list[Hypothesis]] = [[] for _ in sources]
+    for indices in token_batches([(len(s), len(s)) for s in sources], max_batch_tokens, seed=None, max_examples=max_batch_size):
+        batch = [sources[i] for i in indices]
+        for index, hypothesis in zip(indices, engine.translate(batch, options.max_lengths(batch))):
+            results[index] = [hypothesis]
     return results

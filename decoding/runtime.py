@@ -42,6 +42,9 @@ class RuntimeConfig:
     # ONNX Runtime's own profiler: a JSON trace per session, named with this prefix
     # (InferenceSession.end_profiling() writes it); empty: off.
     profile_prefix: str = ""
+    # Capture each IOBinding's run as a CUDA graph and replay it (only for graphs whose every
+    # input and output is bound at a fixed address: the fixed-shape decoder step).
+    cuda_graph: bool = False
 
 
 def choose_providers(config: RuntimeConfig) -> list[str | tuple[str, dict[str, str]]]:
@@ -51,6 +54,8 @@ def choose_providers(config: RuntimeConfig) -> list[str | tuple[str, dict[str, s
         raise RuntimeError("device 'cuda' was asked for, but no CUDA device or CUDA-enabled onnxruntime is present")
     if wants_cuda and has_cuda:
         options = {"arena_extend_strategy": config.cuda_arena_extend_strategy}
+        if config.cuda_graph:
+            options["enable_cuda_graph"] = "1"
         if config.cuda_memory_limit_bytes:
             options["gpu_mem_limit"] = str(config.cuda_memory_limit_bytes)
         return [(CUDA, options), CPU]

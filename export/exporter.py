@@ -67,7 +67,7 @@ def export_model(config: ExportConfig, progress: Callable[[str], None] = print) 
             scores = score(Translator(onnx_model, spec, tokenizer).translate(bleu_data[0]), bleu_data[1])
             return parity, {"split": config.bleu_split, "search": "greedy", **scores.as_dict(), "bleu_change_vs_pytorch": round(scores.bleu - reference_bleu.bleu, 2)}
 
-        sessions = verify(staged, variants, config.runtime, check, progress)
+        sessions = verify(staged, variants, config.runtime, check, progress, spec, source_ids)
         fp32 = sessions.get("fp32") or open_variant(staged, "fp32", config.runtime)
         choices = choose(config, spec, tokenizer, fp32, staged, variants, bleu_data[0] if bleu_data else parity_sources, parity_sources, progress)
         report = {name: {"parity": variant.parity, "evaluation": variant.evaluation} for name, variant in variants.items()}
@@ -124,6 +124,9 @@ def format_report(report: dict[str, dict]) -> str:
         lines.append(
             f"{name:<8} {parity.get('device', '-'):<5} {difference:>11}  {identical:>16}  {evaluation.get('bleu', '-'):>6}  {evaluation.get('chrf', '-'):>6}  {evaluation.get('bleu_change_vs_pytorch', '-'):>6}"
         )
+    for name, entry in report.items():
+        for agreement in entry.get("parity", {}).get("greedy_vs_cpu_fp32", []) if isinstance(entry, dict) else []:
+            lines.append(f"{name} {agreement['graph']} on {agreement['device']}: greedy as the CPU's fp32 on {agreement['identical']}/{agreement['compared']}")
     if "decoding_choice" in report:
         choice = report["decoding_choice"]
         lines.append(f"default decoding (best {choice['split']} BLEU of {len(choice['trials'])}): beam {choice['chosen']['beam_size']}, length penalty {choice['chosen']['length_penalty']}")

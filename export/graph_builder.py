@@ -14,6 +14,7 @@ OPSET = 17  # LayerNormalization is an ONNX op from opset 17 on
 IR_VERSION = 10
 
 FLOAT = TensorProto.FLOAT
+FLOAT16 = TensorProto.FLOAT16
 INT32 = TensorProto.INT32
 INT64 = TensorProto.INT64
 BOOL = TensorProto.BOOL

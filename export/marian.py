@@ -225,7 +225,8 @@ def import_marian(job: MarianImport, progress: Callable[[str], None] = print) ->
             report.update(transformers_parity(directory, onnx_model, spec, choices.decoding, tokenizer, job.parity_texts))
             return dict(report), {}
 
-        verify(staged, variants, RuntimeConfig(device="cpu"), check, progress)
+        parity_ids = [ids[: spec.max_source_length] for ids in tokenizer.encode_batch(job.parity_texts)] if job.parity_texts else None
+        verify(staged, variants, RuntimeConfig(device="cpu"), check, progress, spec, parity_ids)
         # the parity sentences, when given, also time fp32 against int8 for the CPU default
         choices.cpu_default_variant, cpu_report = choose_cpu_variant(staged, spec, tokenizer, variants, job.parity_texts, progress)
         if cpu_report:

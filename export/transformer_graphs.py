@@ -41,12 +41,15 @@ def _position_table(config: TransformerConfig, weights: Weights) -> np.ndarray:
     return sinusoidal_table(config.max_positions, config.d_model, split=config.positional == "sinusoidal_split")
 
 
-class _TransformerGraph:
-    def __init__(self, spec: ModelSpec, weights: Weights, name: str, rows_only: bool = False) -> None:
+class TransformerGraph:
+    def __init__(self, spec: ModelSpec, weights: Weights, name: str, rows_only: bool = False, float_type: type = np.float32) -> None:
+        """float_type: of every weight and activation (np.float16: a graph built in fp16, with
+        no Cast between its layers)."""
         assert isinstance(spec.config, TransformerConfig)
         self.spec = spec
         self.config: TransformerConfig = spec.config
-        self.weights = weights
+        self.float_type = float_type
+        self.weights = weights if float_type == np.float32 else {name: value.astype(float_type) for name, value in weights.items()}
         self.g = GraphBuilder(name)
         self.heads = self.config.n_heads
         self.head_dim = self.config.d_model // self.config.n_heads
@@ -68,12 +71,12 @@ class _TransformerGraph:
         return self.weights[name]
 
     def position_table(self) -> str:
-        return self.g.constant("positions.table", _position_table(self.config, self.weights))
+        return self.g.constant("positions.table", _position_table(self.config, self.weights).astype(self.float_type))
 
     def embed(self, token_vectors: str, position_rows: str) -> str:
         """token embeddings * sqrt(d_model) + the rows of the position table for these positions."""
         if self.config.scale_embeddings:
-            scale = self.g.constant("embed_scale", np.array(math.sqrt(self.config.d_model), np.float32))
+            scale = self.g.constant("embed_scale", np.array(math.sqrt(self.config.d_model), self.float_type))
             token_vectors = self.g.op("Mul", [token_vectors, scale])
         return self.g.op("Add", [token_vectors, position_rows])
 
@@ -118,6 +121,38 @@ class _TransformerGraph:
     def attention_output(self, attended: str, prefix: str) -> str:
         return self.g.linear(attended, self.w(f"{prefix}.out_proj.weight"), self.w(f"{prefix}.out_proj.bias"), f"{prefix}.out_proj")
 
+    def decoder_embedding(self, ids: str) -> tuple[str, str]:
+        """The decoder's input tokens (B, 1) as (B, D) vectors, and the (D, V) output matrix
+        (the same constant when the embeddings are tied)."""
+        g = self.g
+        if self.config.tie_embeddings:
+            output_weight = g.constant("output_proj.weight", self.w("src_embed.weight").T)
+            return g.tied_embedding(self.as_rows(ids), output_weight), output_weight
+        output_weight = g.constant("output_proj.weight", self.w("output_proj.weight").T)
+        return g.op("Gather", [g.constant("tgt_embed.weight", self.w("tgt_embed.weight")), self.as_rows(ids)]), output_weight
+
+    def cross_attention(self, y: str, prefix: str, keys: str, values: str, mask: str, on_query=None) -> str:
+        """Attention of the rows y (B, D) over the encoder's keys and values; on_query hears the
+        projected query."""
+        g = self.g
+        q = g.linear(y, self.w(f"{prefix}.cross_attn.q_proj.weight"), self.w(f"{prefix}.cross_attn.q_proj.bias"), f"{prefix}.cross_attn.q_proj")
+        if on_query is not None:
+            on_query(q)
+        attended = g.op("MultiHeadAttention", [self.as_sequence(q), keys, values, "", mask], domain=MICROSOFT_DOMAIN, num_heads=self.heads)
+        return self.attention_output(self.as_rows(attended), f"{prefix}.cross_attn")
+
+    def decoder_layer(self, x: str, prefix: str, self_attention, cross_attention) -> str:
+        x = self.sublayer(x, f"{prefix}.self_sublayer", self_attention)
+        x = self.sublayer(x, f"{prefix}.cross_sublayer", cross_attention)
+        return self.sublayer(x, f"{prefix}.ff_sublayer", lambda y: self.feed_forward(y, f"{prefix}.feed_forward"))
+
+    def logits(self, x: str, output_weight: str) -> str:
+        """The decoder's last layer output (B, D) -> next-token logits (B, V)."""
+        logits = self.g.op("MatMul", [self.final_norm(x, "decoder_norm"), output_weight])
+        if self.config.output_bias:
+            logits = self.g.op("Add", [logits, self.g.constant("output_proj.bias", self.w("output_proj.bias"))])
+        return logits
+
     def final_norm(self, x: str, prefix: str) -> str:
         if self.config.norm != "pre":
             return x
@@ -128,7 +163,7 @@ def build_encoder(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     """input_ids (B, S) -> encoder_hidden_states (B, S, D), encoder_attention_mask (B, S) int32
     and, per decoder layer, the cross-attention keys and values (B, H, S, Dh), computed once
     per sentence instead of at every decoder step."""
-    t = _TransformerGraph(spec, weights, "encoder")
+    t = TransformerGraph(spec, weights, "encoder")
     g, config = t.g, t.config
     ids = g.input(ENCODER_INPUT_IDS, INT64, ["batch_size", "encoder_sequence_length"])
     pad = g.constant("pad_id", np.array(spec.special_ids.pad, np.int64))
@@ -172,7 +207,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     concatenates), and cross_attentions (B, layers, S), empty unless output_attentions.
     (Caches written in place by DecoderMaskedMultiHeadAttention were exported until they gave
     wrong answers on CUDA, whose kernel keeps K in another layout.)"""
-    t = _TransformerGraph(spec, weights, "decoder_step", rows_only=True)
+    t = TransformerGraph(spec, weights, "decoder_step", rows_only=True)
     g, config = t.g, t.config
     ids = g.input(DECODER_INPUT_IDS, INT64, ["batch_size", 1])
     positions = g.input(POSITION_IDS, INT64, ["batch_size", 1])
@@ -190,12 +225,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
                 g.input(cross_value(i), FLOAT, cross_shape),
             )
         )
-    if config.tie_embeddings:
-        output_weight = g.constant("output_proj.weight", t.w("src_embed.weight").T)
-        token_vectors = g.tied_embedding(t.as_rows(ids), output_weight)
-    else:
-        output_weight = g.constant("output_proj.weight", t.w("output_proj.weight").T)
-        token_vectors = g.op("Gather", [g.constant("tgt_embed.weight", t.w("tgt_embed.weight")), t.as_rows(ids)])
+    token_vectors, output_weight = t.decoder_embedding(ids)
     x = t.embed(token_vectors, g.op("Gather", [t.position_table(), t.as_rows(positions)]))  # (B, D)
     presents: list[tuple[str, str]] = []
     queries: list[tuple[str, str]] = []  # each layer's cross-attention query (B, D) and keys
@@ -210,22 +240,16 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
             attended = g.op("MultiHeadAttention", inputs, domain=MICROSOFT_DOMAIN, output_names=output_names, num_heads=t.heads)[0]
             return t.attention_output(t.as_rows(attended), f"{prefix}.self_attn")
 
-        def cross_attention(y: str, prefix: str = prefix, keys: str = keys, values: str = values) -> str:
-            q = g.linear(y, t.w(f"{prefix}.cross_attn.q_proj.weight"), t.w(f"{prefix}.cross_attn.q_proj.bias"), f"{prefix}.cross_attn.q_proj")
+        def remember(q: str, prefix: str = prefix, keys: str = keys) -> None:
             # Named by an Identity in the outer graph: the int8 quantizer rewires the outer graph
             # when it fuses a MatMul with its bias, but not the If branch that reads the query.
             queries.append((g.op("Identity", [q], name=f"{prefix}.cross_attn.query"), keys))
-            attended = g.op("MultiHeadAttention", [t.as_sequence(q), keys, values, "", mask], domain=MICROSOFT_DOMAIN, num_heads=t.heads)
-            return t.attention_output(t.as_rows(attended), f"{prefix}.cross_attn")
 
-        x = t.sublayer(x, f"{prefix}.self_sublayer", self_attention)
-        x = t.sublayer(x, f"{prefix}.cross_sublayer", cross_attention)
-        x = t.sublayer(x, f"{prefix}.ff_sublayer", lambda y, prefix=prefix: t.feed_forward(y, f"{prefix}.feed_forward"))
-    x = t.final_norm(x, "decoder_norm")
-    logits = g.op("MatMul", [x, output_weight])
-    if config.output_bias:
-        logits = g.op("Add", [logits, g.constant("output_proj.bias", t.w("output_proj.bias"))])
-    g.next_token_outputs(logits, config.vocab_size)
+        def cross_attention(y: str, prefix: str = prefix, keys: str = keys, values: str = values, remember=remember) -> str:
+            return t.cross_attention(y, prefix, keys, values, mask, on_query=remember)
+
+        x = t.decoder_layer(x, prefix, self_attention, cross_attention)
+    g.next_token_outputs(t.logits(x, output_weight), config.vocab_size)
     present_shape = ["batch_size", t.heads, "present_decoder_sequence_length", t.head_dim]
     for new_keys, new_values in presents:
         g.output(new_keys, new_keys, FLOAT, present_shape)
@@ -236,7 +260,7 @@ def build_decoder_step(spec: ModelSpec, weights: Weights) -> onnx.ModelProto:
     return g.model()
 
 
-def _cross_attentions(t: _TransformerGraph, queries: list[tuple[str, str]], mask: str) -> onnx.GraphProto:
+def _cross_attentions(t: TransformerGraph, queries: list[tuple[str, str]], mask: str) -> onnx.GraphProto:
     """The If branch that computes what MultiHeadAttention does not output: each layer's
     attention probabilities softmax(q k^T / sqrt(Dh)) over the source, averaged over heads
     (the convention fairseq and CTranslate2 align with), stacked to (B, layers, S)."""

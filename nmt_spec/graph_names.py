@@ -58,3 +58,23 @@ def present_key(layer: int) -> str:
 
 def present_value(layer: int) -> str:
     return f"present.{layer}.decoder.value"
+
+# The decoder step in its fixed-shape form (export/transformer_fixed_step.py), which a CUDA graph
+# can replay: every tensor has the same shape and address at every step, and greedy search runs
+# in the graph. Each row's state goes in under these names and comes out as next_<name>, bound
+# to the other of two buffers, so the next step reads what this one wrote without the host.
+# int32 (B,): tokens already in a row's self-attention cache, i.e. the position it decodes now
+# (GroupQueryAttention's seqlens_k: it writes the new key/value there and attends up to it).
+SEQLENS_K = "seqlens_k"
+# int32 scalar: the caches' capacity (GroupQueryAttention's total_sequence_length).
+TOTAL_SEQUENCE_LENGTH = "total_sequence_length"
+FINISHED = "finished"  # bool (B,): emitted eos or reached its maximum length; a finished row stays as it is
+MAX_LENGTHS = "max_lengths"  # int32 (B,): the most tokens a row may emit, eos included
+SCORES = "scores"  # float32 (B,): the sum of the emitted tokens' log-probabilities
+TOKEN_HISTORY = "token_history"  # int64 (B, capacity): the token each row emitted at each position
+FIXED_STEP_STATE = (DECODER_INPUT_IDS, SEQLENS_K, FINISHED, SCORES, TOKEN_HISTORY)
+
+
+def next_state(name: str) -> str:
+    """The fixed-shape step's output that becomes its input `name` at the next step."""
+    return f"next_{name}"

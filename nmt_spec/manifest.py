@@ -59,6 +59,13 @@ class Variant:
     evaluation: dict[str, Any] = field(default_factory=dict)  # e.g. test2016 BLEU of these graphs
     # Greedy decoding on the CPU where the export ran: sentences, seconds (export/cpu_choice.py)
     cpu_speed: dict[str, Any] = field(default_factory=dict)
+    # The decoder step in its fixed-shape form (caches of fixed capacity written in place, greedy
+    # search in the graph), which CUDA graphs replay; None where the architecture has none.
+    fixed_step: GraphInfo | None = None
+
+    @property
+    def graphs(self) -> list[GraphInfo]:
+        return [self.encoder, self.decoder] + ([self.fixed_step] if self.fixed_step else [])
 
 
 @dataclass
@@ -131,6 +138,7 @@ class Manifest:
                     parity=v.get("parity", {}),
                     evaluation=v.get("evaluation", {}),
                     cpu_speed=v.get("cpu_speed", {}),
+                    fixed_step=graph(v["fixed_step"]) if v.get("fixed_step") else None,
                 )
                 for name, v in values["variants"].items()
             }
@@ -157,7 +165,7 @@ class Manifest:
         return manifest
 
     def verify(self, directory: Path) -> None:
-        referenced = {self.tokenizer_file, *tokenizer_files(self.spec)} | {g.file for v in self.variants.values() for g in (v.encoder, v.decoder)}
+        referenced = {self.tokenizer_file, *tokenizer_files(self.spec)} | {g.file for v in self.variants.values() for g in v.graphs}
         missing_from_list = sorted(referenced - set(self.files))
         if missing_from_list:
             raise ManifestError(f"{directory / MANIFEST_FILE}: files {missing_from_list} are used but have no sha256 entry")

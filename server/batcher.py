@@ -26,6 +26,7 @@ import numpy as np
 
 from decoding.batching import SearchOptions, make_search
 from decoding.constraints import TokenRules
+from decoding.fixed_greedy import FixedShapeGreedy
 from decoding.search import GreedySearch, IncrementalDecoder, RunningBatch, Search
 from nmt_spec import SpecialIds
 from server.errors import DecodeFailed, QueueFull, Replaced, Unavailable
@@ -118,9 +119,11 @@ class WorkItem:
 
 @dataclass(eq=False)
 class Lane:
-    """One worker thread's running batch and the requests in it."""
+    """One worker thread's running batch and the requests in it, and its own fixed-shape engine
+    (buffers are per engine: two workers never share them)."""
 
     batch: RunningBatch
+    fixed_greedy: FixedShapeGreedy | None = None
     running: list[WorkItem] = field(default_factory=list)
     thread: threading.Thread | None = None
 
@@ -133,11 +136,15 @@ class Batcher:
         special: SpecialIds,
         config: BatcherConfig,
         metrics: ServerMetrics,
+        fixed_greedy: Callable[[], FixedShapeGreedy] | None = None,
     ) -> None:
+        """fixed_greedy: makes a fixed-shape engine (one per worker); with it, the dynamic
+        policy decodes batches of plain greedy items (no token rules, no attention) on it."""
         self.model = model
         self.special = special
         self.config = config
-        self.lanes = [Lane(RunningBatch(self._timed_start(start))) for _ in range(config.workers)]
+        engines = fixed_greedy if config.policy == "dynamic" else None
+        self.lanes = [Lane(RunningBatch(self._timed_start(start)), engines() if engines else None) for _ in range(config.workers)]
         self.queue: FairQueue[WorkItem] = FairQueue()
         self.queued_sentences = 0
         self.room_waiters: list[asyncio.Future] = []  # submit_when_room's, woken when items leave the queue
@@ -154,6 +161,8 @@ class Batcher:
         self.encode_tokens = metrics.batch_tokens.labels(model=model)
         self.step_seconds = metrics.compute.labels(model=model, phase="decode_step")
         self.step_rows = metrics.batch_sentences.labels(model=model, phase="decode_step")
+        self.fixed_batch_seconds = metrics.compute.labels(model=model, phase="decode_batch")
+        self.fixed_batch_sentences = metrics.batch_sentences.labels(model=model, phase="decode_batch")
         self.generated_tokens = metrics.generated_tokens.labels(model=model)
         for number, lane in enumerate(self.lanes):
             lane.thread = threading.Thread(target=self._work, args=(lane,), name=f"batcher-{model}-{number}", daemon=True)
@@ -357,6 +366,11 @@ class Batcher:
         live = [item for item in items if not item.cancelled]
         if not live:
             return
+        if lane.fixed_greedy is not None and all(_plain_greedy(item.options) for item in live):
+            for item in live:
+                self.queue_wait.observe(now - item.enqueued_at)
+            self._decode_fixed(lane.fixed_greedy, live)
+            return
         searches: list[Search] = []
         sources: list[list[int]] = []
         # Greedy items of the same rules share a search; those asking for attention have their own.
@@ -387,6 +401,27 @@ class Batcher:
             return
         lane.running += live
         self._count_inflight()
+
+    def _decode_fixed(self, engine: FixedShapeGreedy, items: list[WorkItem]) -> None:
+        """The whole batch on the fixed-shape step: encoded, decoded to the end, answered."""
+        sources = [source for item in items for source in item.sources]
+        max_lengths = np.concatenate([item.options.max_lengths(item.sources) for item in items])
+        began = time.perf_counter()
+        try:
+            hypotheses = engine.translate(sources, max_lengths)
+        except Exception as error:  # the runtime failed on this batch: fail it, keep serving
+            log.exception("model %s: fixed-shape decoding of %d sentences failed", self.model, len(sources))
+            self.failures.inc()
+            _hand_over([(item, DecodeFailed(f"model {self.model} failed on the batch holding this request: {error}")) for item in items])
+            return
+        self.fixed_batch_seconds.observe(time.perf_counter() - began)
+        self.fixed_batch_sentences.observe(len(sources))
+        self.generated_tokens.inc(sum(len(h.tokens) + 1 for h in hypotheses))
+        answers, first = [], 0
+        for item in items:
+            answers.append((item, [[h] for h in hypotheses[first : first + item.sentences]]))
+            first += item.sentences
+        _hand_over(answers)
 
     def _count_inflight(self) -> None:
         self.inflight.set(sum(item.sentences for lane in self.lanes for item in lane.running))
@@ -423,6 +458,11 @@ class Batcher:
         if answered:
             _hand_over([(item, item.search.results(*item.in_search)) for item in answered])
             self._count_inflight()
+
+
+def _plain_greedy(options: SearchOptions) -> bool:
+    """What the fixed-shape step decodes: greedy, no token rules, no attention."""
+    return options.beam_size == 1 and not options.rules.active and not options.with_attention
 
 
 def _sentences_finished(item: WorkItem) -> bool:

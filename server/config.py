@@ -13,6 +13,7 @@ ENV_PREFIX = "NMT_"
 Device = Literal["auto", "cpu", "cuda"]
 Variant = Literal["auto", "fp32", "int8", "fp16"]
 BatchingPolicy = Literal["inflight", "dynamic"]
+FixedStep = Literal["auto", "on", "off"]
 
 
 def setting(default: object, help: str, choices: tuple[str, ...] | None = None) -> object:
@@ -48,6 +49,11 @@ class ServerConfig:
         "dynamic",
         "dynamic: a batch is formed (up to max_queue_delay), decoded to the end, then the next; inflight: queued sentences join the running batch between decoder steps",
         get_args(BatchingPolicy),
+    )
+    fixed_step: FixedStep = setting(
+        "auto",
+        "dynamic batching: batches of plain greedy requests decoded on the variant's fixed-shape decoder step (caches written in place, search in the graph, CUDA graphs on a GPU); auto: on CUDA where the variant has one, on: wherever it has one (a CPU too), off: never",
+        get_args(FixedStep),
     )
     max_batch_size: int = setting(64, "decoder rows in a batch (a sentence decoded with beam k takes k rows)")
     max_batch_tokens: int = setting(6144, "rows x longest source (in tokens) of a batch")

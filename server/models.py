@@ -115,16 +115,38 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
     manifest = Manifest.load(version_directory)  # every file checked against its sha256
     runtime = RuntimeConfig(device=config.device, intra_op_threads=config.intra_op_threads, spin_wait=config.spin_wait)
     variant = choose_variant(manifest, config.variant, uses_cuda(runtime), bool(config.allow_batch_dependent_variants))
-    translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer)
+    has_fixed_step = manifest.variants[variant].fixed_step is not None and config.batching == "dynamic"
+    on_cuda = uses_cuda(runtime)
+    # on CUDA, GroupQueryAttention runs in fp16 only: an fp32 variant keeps the step loop there
+    has_fixed_step = has_fixed_step and not (on_cuda and variant == "fp32")
+    fixed_step = has_fixed_step and (config.fixed_step == "on" or (config.fixed_step == "auto" and on_cuda))
+    translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer, fixed_step=fixed_step)
+    if fixed_step and config.fixed_step == "auto" and not fixed_step_works(translator, f"{manifest.name} version {manifest.version}"):
+        fixed_step = False
+        translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer)
     device = translator.model.decoder.get_providers()[0]
     special = manifest.spec.special_ids
-    batcher = Batcher(manifest.name, lambda sources: translator.model.start(pad_ids(sources, special.pad)), special, batcher_config(config), metrics)
+    engines = translator.fixed_greedy.twin if translator.fixed_greedy is not None else None  # one per decode worker: each has its own buffers
+    batcher = Batcher(manifest.name, lambda sources: translator.model.start(pad_ids(sources, special.pad)), special, batcher_config(config), metrics, engines)
     log.info(
-        "loaded model %s version %s: %s variant on %s (%s batching, %d decode worker(s) x %s ONNX Runtime thread(s))",
+        "loaded model %s version %s: %s variant on %s (%s batching, %d decode worker(s) x %s ONNX Runtime thread(s)%s)",
         manifest.name, manifest.version, variant, device, config.batching, config.decode_workers, config.intra_op_threads or "default",
+        ", greedy on the fixed-shape step" if fixed_step else "",
     )  # fmt: skip
     metrics.model_info.labels(model=manifest.name, version=manifest.version, variant=variant, architecture=manifest.spec.architecture, device=device).set(1)
     return ServedModel(manifest.name, manifest.version, manifest, translator, variant, device, batcher)
+
+
+def fixed_step_works(translator: Translator, model: str) -> bool:
+    """Whether the fixed-shape step decodes here: its first runs are where ONNX Runtime captures
+    CUDA graphs, and a graph it cannot capture (a node placed off the GPU) fails only then. With
+    --fixed-step auto a failure leaves the model on the step loop, logged, rather than unserved."""
+    try:
+        translator.translate_ids(translator.encode(["Warm-up."]), translator.default_options(beam_size=1, max_decoding_length=8))
+        return True
+    except Exception:  # whatever the runtime raised: the step loop still serves
+        log.exception("model %s: the fixed-shape step failed its first batch; serving greedy on the step loop", model)
+        return False
 
 
 def warm_up(model: ServedModel) -> None:

@@ -23,6 +23,9 @@ def test_benchmark_smoke_run_writes_its_table_and_plots() -> None:
         assert f"| {engine} |" in report
     assert (written.parent / "bench-transformer-en-de.png").stat().st_size > 10_000
     assert "fraction of peak" in report
+    # the host's time per decoder step, today's loop against the fixed-shape form, same outputs
+    assert re.search(r"\| step loop \| \d+ \| \d+\.\d us \| .* \| 100\.0% \|", report) and re.search(r"\| fixed \| \d+ \| \d+\.\d us \| .* \| 100\.0% \|", report)
+    assert re.search(r"Host time per step, step loop / fixed-shape form: \d+\.\dx", report)
     # both thread layouts: one batch on both threads, and two batches at once (two workers)
     for layout in ("1x2", "2x1"):
         assert f"| server | transformer-en-de | dynamic | {layout} |" in report
@@ -79,15 +82,24 @@ def test_profile_reports_operators_and_the_server_threads() -> None:
 
 def test_gpu_benchmark_runs_its_measurements_on_the_cpu() -> None:
     """The GPU benchmark's code path (batch sizes, PyTorch, the server with --device) without a
-    GPU: every engine gives the reference's translations."""
+    GPU, the fixed-shape step (the GPU form) in-process and in the server included: every engine
+    gives the reference's translations."""
     result = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     written = Path(re.search(r"wrote (\S+BENCHMARKS-GPU\.md)", result.stderr).group(1))
     report = written.read_text()
-    for row in ("| onnx | transformer-en-de | fp32 | CPU, batches of 4 |", "| pytorch | transformer-en-de | fp32 eager | CPU, batches of 4 |", "| server | transformer-en-de | inflight |"):
+    for row in (
+        "| onnx | transformer-en-de | fp32 | CPU, batches of 4 |",
+        "| onnx | transformer-en-de | fp32, fixed-shape step | CPU, batches of 4 |",
+        "| onnx | transformer-en-de | fp32, fixed-shape step, in arrival order | CPU, batches of 4 |",
+        "| pytorch | transformer-en-de | fp32 eager | CPU, batches of 4 |",
+        "| server | transformer-en-de | inflight |",
+        "| server | transformer-en-de | dynamic, 2 sentences per request |",
+    ):
         assert row in report
     rows = [line for line in report.splitlines() if line.startswith(("| onnx |", "| pytorch |", "| server |"))]
-    assert len(rows) == 9 and all(line.rstrip().endswith("| 100.0% |") for line in rows), rows
+    assert len(rows) == 13 and all(line.rstrip().endswith("| 100.0% |") for line in rows), rows
+    assert "| transformer-en-de | ONNX fp32, batches of 4: fixed-shape step / step loop |" in report
     assert (written.parent / "bench-gpu.png").stat().st_size > 10_000
 
 

@@ -132,7 +132,8 @@ def test_int8_variant_is_smaller_and_answers_each_sentence_as_alone_in_any_batch
     manifest = Manifest.load(version)
     int8 = manifest.variants["int8"]
     assert int8.batch_invariant and manifest.variants["fp32"].batch_invariant
-    assert (version / int8.decoder.file).stat().st_size < (version / manifest.variants["fp32"].decoder.file).stat().st_size
+    # with their weights wherever stored (fp32 keeps those it shares with other graphs in one file)
+    assert onnx.load(version / int8.decoder.file).ByteSize() < onnx.load(version / manifest.variants["fp32"].decoder.file).ByteSize()
     assert "MatMulInteger" in op_types(version / int8.decoder.file) and "DynamicQuantizeLinear" not in op_types(version / int8.decoder.file)
     assert "bleu" in int8.evaluation
     translator = Translator.from_repository(version, "int8", RuntimeConfig(device="cpu", intra_op_threads=1))
@@ -453,3 +454,55 @@ def test_a_step_that_selects_tokens_copies_no_distribution_out(exported: dict, a
         feeds = {DECODER_INPUT_IDS: tokens, **model.step_feeds(decoder.rows, decoder.rows.next_mask(), False, top_k), **decoder.constants, **decoder.state}
         (log_probs,) = model.decoder.run([LOG_PROBS], feeds)
         assert log_probs.shape == (rows, translator.spec.config.vocab_size)
+
+
+def test_the_transformer_ships_its_fixed_shape_step_in_fp32_and_fp16_held_to_the_cpus_fp32(exported: dict) -> None:
+    transformer = Manifest.load(exported["transformer"][1])
+    assert transformer.variants["fp32"].fixed_step is not None and transformer.variants["fp16"].fixed_step is not None
+    assert transformer.variants["int8"].fixed_step is None
+    assert all(variant.fixed_step is None for variant in Manifest.load(exported["rnn"][1]).variants.values())
+    (agreement,) = [a for a in transformer.variants["fp32"].parity["greedy_vs_cpu_fp32"] if a["device"] == "cpu"]
+    assert agreement["graph"] == "fixed step" and agreement["identical"] == agreement["compared"] > 0
+
+
+def test_greedy_on_the_fixed_shape_step_translates_as_the_step_loop(exported: dict) -> None:
+    version = exported["transformer"][1]
+    runtime = RuntimeConfig(device="cpu", intra_op_threads=1)
+    step_loop = Translator.from_repository(version, "fp32", runtime)
+    fixed = Translator.from_repository(version, "fp32", runtime, fixed_step=True)
+    options = step_loop.default_options(beam_size=1)
+    sources = step_loop.encode(SOURCES)
+    expected = step_loop.translate_ids(sources, options)
+    found = fixed.translate_ids(sources, options)
+    assert [h[0].tokens for h in found] == [h[0].tokens for h in expected]
+    np.testing.assert_allclose([h[0].score for h in found], [h[0].score for h in expected], atol=1e-4)
+    # some end with eos, before their maximum length
+    assert any(len(h[0].tokens) + 1 < limit for h, limit in zip(found, options.max_lengths(sources)))
+    # beam search and attention need the step loop; the fixed form is used for plain greedy only
+    assert fixed.translate(SOURCES, options=fixed.default_options(beam_size=3)) == step_loop.translate(SOURCES, options=step_loop.default_options(beam_size=3))
+    with pytest.raises(ManifestError, match="no fixed-shape decoder step"):
+        Translator.from_repository(exported["rnn"][1], "fp32", runtime, fixed_step=True)
+
+
+def test_graphs_that_decode_unlike_the_cpus_fp32_are_refused(exported: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from export import pipeline
+
+    version = exported["transformer"][1]
+    manifest = Manifest.load(version)
+    sources = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1)).encode(SOURCES)
+    variants = {"fp32": manifest.variants["fp32"]}
+    monkeypatch.setattr(pipeline, "AGREEMENT_FLOORS", {"fp32": 1.01})  # more than all of them
+    with pytest.raises(pipeline.AgreementRefused, match=r"fp32 fixed step on cpu: \d+ of \d+ greedy outputs"):
+        pipeline.agree_with_cpu_fp32(version, variants, manifest.spec, sources, RuntimeConfig(device="cpu", intra_op_threads=1), lambda message: None)
+
+
+@NEEDS_CUDA
+def test_the_fixed_shape_step_replayed_as_cuda_graphs_translates_as_the_cpu(exported: dict) -> None:
+    """fp16 on CUDA, each bucket's two bindings captured once and replayed: the CPU's fp32
+    translations of these sentences (the export held it to 97% of its parity set)."""
+    version = exported["transformer"][1]
+    on_cpu = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    on_cuda = Translator.from_repository(version, "fp16", RuntimeConfig(device="cuda"), fixed_step=True)
+    assert on_cuda.fixed_greedy is not None and on_cuda.fixed_greedy.cuda_graphs
+    for _ in range(3):  # the first run of each binding is captured, the next ones replay it
+        assert on_cuda.translate(SOURCES, options=on_cuda.default_options(beam_size=1)) == on_cpu.translate(SOURCES, options=on_cpu.default_options(beam_size=1))

@@ -62,13 +62,23 @@ async def translate_concurrently(target: str, requests: list[tuple[str, list[str
 
 
 @pytest.mark.parametrize(
-    "policy, workers, variant",
-    [("inflight", 1, "fp32"), ("dynamic", 1, "fp32"), ("inflight", 2, "fp32"), ("dynamic", 2, "fp32"), ("inflight", 2, "int8"), ("dynamic", 1, "int8")],
+    "policy, workers, variant, fixed_step",
+    [
+        ("inflight", 1, "fp32", "off"),
+        ("dynamic", 1, "fp32", "off"),
+        ("inflight", 2, "fp32", "off"),
+        ("dynamic", 2, "fp32", "off"),
+        ("inflight", 2, "int8", "off"),
+        ("dynamic", 1, "int8", "off"),
+        ("dynamic", 2, "fp32", "on"),
+    ],
 )
-def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, direct: dict, policy: str, workers: int, variant: str) -> None:
+def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, direct: dict, policy: str, workers: int, variant: str, fixed_step: str) -> None:
     """64 clients at once, of both models, greedy and beam, one or several sentences: batching
     (of either policy, by one worker or by two sharing the queue and the sessions) changes no
-    answer, in fp32 and in int8 (per-row activation scales: no scale is shared between rows)."""
+    answer, in fp32 and in int8 (per-row activation scales: no scale is shared between rows),
+    nor does decoding greedy batches on the Transformer's fixed-shape step (the GPU form, each
+    worker with buffers of its own)."""
     texts = TEST_SENTENCES[100:164]
     requests = []
     for index, text in enumerate(texts):
@@ -78,9 +88,11 @@ def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, 
         requests.append((model, batch, options))
     # greedy unless a request asks for a beam, as the expected answers below are computed
     flags = ["--default-beam-size", "1", "--batching", policy, "--max-batch-size", "16", "--decode-workers", str(workers), "--intra-op-threads", str(3 - workers)]
-    running = start_server(tmp_path, *flags, "--variant", variant)
+    running = start_server(tmp_path, *flags, "--variant", variant, "--fixed-step", fixed_step)
     try:
         responses = asyncio.run(translate_concurrently(running.target, requests))
+        fixed_batches = running.scrape().get('nmt_batch_compute_seconds_count{model="transformer-en-de",phase="decode_batch"}', 0)
+        assert (fixed_batches > 0) == (fixed_step == "on"), fixed_batches
     finally:
         assert running.stop() == 0
     alone = {m: direct[m] if variant == served_variant(m) else Translator.from_repository(shipped(m), variant, RuntimeConfig(device="cpu")) for m in DEFAULT_MODELS}
