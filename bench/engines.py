@@ -196,6 +196,9 @@ def onnx_greedy(
     return Measurement("onnx", model_name, setting, 0, time.perf_counter() - began, translations, layout=where or str(Layout(workers, threads)), precision=variant)
 
 
+SERVER_START_SECONDS = 180  # loading and warming up every bucket of a model
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -214,17 +217,28 @@ class ServerProcess:
         ]  # fmt: skip
         self.layout = layout
         self.target = f"127.0.0.1:{port}"
+        self.log = log
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
     def __enter__(self) -> ServerProcess:
         from server.client import TranslatorClient
 
         client = TranslatorClient(self.target)
+        deadline = time.monotonic() + SERVER_START_SECONDS
         try:
-            client.wait_until_serving(180)
+            while True:
+                try:
+                    client.wait_until_serving(1)
+                    return self
+                except TimeoutError:
+                    # a server that exited never answers: say why now, not after the deadline
+                    if self.process.poll() is not None:
+                        tail = self.log.read_text(encoding="utf-8", errors="replace")[-2000:]
+                        raise RuntimeError(f"the server exited with status {self.process.returncode} before serving:\n{tail}") from None
+                    if time.monotonic() >= deadline:
+                        raise
         finally:
             client.close()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()

@@ -33,7 +33,7 @@ from bench.engines import (
 )
 from bench.flops import flops_per_generated_token
 from bench.report import RatioTable, Report
-from nmt_spec.manifest import latest_version
+from nmt_spec.manifest import Manifest, latest_version
 
 # A lone sentence per batch (or per client) is slow: such levels run on this many sentences per
 # row of the batch, so every level takes seconds, not minutes.
@@ -96,6 +96,8 @@ class GpuReport(Report):
             for variant in fixed_variants:
                 for batch in self.batch_sizes:
                     ratio(model, f"ONNX {variant}, batches of {batch}: {FIXED_STEP} / step loop", self.at_batch(model, "onnx", f"{variant}, {FIXED_STEP}", batch), self.at_batch(model, "onnx", variant, batch))
+                if variant == "fp32":
+                    continue  # the line above already says it
                 ratio(
                     model, f"ONNX {variant} {FIXED_STEP} / ONNX fp32 step loop, batches of {largest}", self.at_batch(model, "onnx", f"{variant}, {FIXED_STEP}", largest), self.at_batch(model, "onnx", "fp32", largest)
                 )  # fmt: skip
@@ -195,11 +197,20 @@ class GpuReport(Report):
         return [path]
 
 
+def missing_variants(repository: Path, models: list[str], variants: set[str]) -> list[str]:
+    """'<model> <version> <variant>' for each asked variant that a model's latest version lacks:
+    found before any measurement, not when a server started on it never comes up."""
+    missing = []
+    for name in models:
+        version = latest_version(repository / name)
+        held = Manifest.load(version, verify_files=False).variants
+        missing += [f"{name} {version.name} {variant}" for variant in sorted(variants) if variant not in held]
+    return missing
+
+
 def fixed_step_runs(version: Path, variant: str, device: str) -> bool:
     """Whether the variant has the fixed-shape step and it runs on this device (on CUDA in fp16
     only: ONNX Runtime's GroupQueryAttention has no fp32 CUDA kernel)."""
-    from nmt_spec.manifest import Manifest
-
     graphs = Manifest.load(version, verify_files=False).variants.get(variant)
     return graphs is not None and graphs.fixed_step is not None and (device == "cpu" or variant != "fp32")
 
@@ -229,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.sentences, args.batch_sizes, args.concurrency, args.models = 8, [1, 4], [1, 4], args.models[:1]
         args.variants, args.pytorch, args.server_variants, args.server_workers, args.paragraph = ["fp32"], ["fp32"], ["fp32"], [2], 2
+    missing = missing_variants(args.repository, args.models, {*args.variants, *args.server_variants})
+    if missing:
+        parser.error(f"the repository lacks {', '.join(missing)}: export them (python -m export --variants fp32 fp16) or name only the variants it has")
     if args.device == "cuda":
         from decoding.runtime import RuntimeConfig, uses_cuda
 
@@ -287,8 +301,6 @@ def main(argv: list[str] | None = None) -> int:
                                     measured.layout, measured.precision = layout, variant  # the layout names the variant
                                     report.add(measured)
         for name in args.models:
-            from nmt_spec.manifest import Manifest
-
             spec = Manifest.load(latest_version(args.repository / name), verify_files=False).spec
             report.set_flops(name, lambda source, target, spec=spec: flops_per_generated_token(spec, source, target))
 

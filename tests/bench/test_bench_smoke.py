@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.engines import MODEL_DEFAULT
+import pytest
+
+from bench.engines import MODEL_DEFAULT, Layout, ServerProcess, free_port
 from nmt_spec.manifest import latest_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +103,24 @@ def test_gpu_benchmark_runs_its_measurements_on_the_cpu() -> None:
     assert len(rows) == 13 and all(line.rstrip().endswith("| 100.0% |") for line in rows), rows
     assert "| transformer-en-de | ONNX fp32, batches of 4: fixed-shape step / step loop |" in report
     assert (written.parent / "bench-gpu.png").stat().st_size > 10_000
+
+
+def test_the_gpu_benchmark_refuses_variants_the_repository_lacks_before_measuring() -> None:
+    """The shipped repository has no fp16 graphs: asking for them is refused at once, by name."""
+    result = subprocess.run([sys.executable, "-m", "bench.gpu", "--device", "cpu", "--variants", "fp32", "--server-variants", "fp16"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "lacks transformer-en-de" in result.stderr and "fp16" in result.stderr
+
+
+def test_a_benchmark_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
+    """A server that cannot start (here: no such model) fails the benchmark at once with the
+    server's own words, instead of a wait for it to serve."""
+    log = tmp_path / "server.log"
+    server = ServerProcess("no-such-model", "dynamic", Layout(1, 1), free_port(), log, [])
+    with pytest.raises(RuntimeError, match="exited with status") as raised:
+        server.__enter__()
+    assert "no-such-model" in str(raised.value)
+    assert server.process.poll() is not None
 
 
 def test_the_segmenter_comparison_counts_every_segmenter_on_real_paragraphs(tmp_path: Path) -> None:
