@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: the same measurements without a GPU (a smoke run; the numbers mean nothing)")
     parser.add_argument("--sentences", type=int, default=1000, help="first N sentences of data/multi30k/test2016.en")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--repository", type=Path, default=ROOT / "models", help="model repository: <name>/1/ must hold the fp32 and fp16 variants")
+    parser.add_argument("--repository", type=Path, default=ROOT / "models", help="model repository: the latest version of each model must hold the variants asked for")
     parser.add_argument("--variants", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256], help="sentences per batch, in-process")
     parser.add_argument("--pytorch", nargs="+", default=["fp32", "fp16"], choices=["fp32", "fp16"], help="PyTorch eager precisions (batches of 64 and the largest)")
