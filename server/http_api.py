@@ -9,7 +9,9 @@ message does.
 
 A deadline is given as gRPC gives it, in a `grpc-timeout` header ("500m", "2S"). Errors are the
 gRPC status mapped to an HTTP status, with a JSON body {"code": "INVALID_ARGUMENT", "message": ...};
-a malformed body or an unknown field is 400."""
+a malformed body or an unknown field is 400. What aiohttp itself refuses (a path the API has not:
+404, a method a path does not take: 405, a body over the receive limit: 413) has the same JSON
+body."""
 
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ PAGE = Path(__file__).with_name("web") / "index.html"
 TRANSLATE_METHOD = "POST /v1/translate"  # the method label of its requests in the metrics
 GRPC_TIMEOUT = re.compile(r"(\d{1,8})([HMSmun])")
 TIMEOUT_UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# aiohttp's own refusals as gRPC would name them (a message over gRPC's receive limit is
+# RESOURCE_EXHAUSTED); the HTTP status stays aiohttp's
+REFUSAL_CODES = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}
+ROUTES_HELP = "the API has GET /v1/models, POST /v1/translate and the page at GET /"
 
 
 class Deadline:
@@ -64,6 +70,25 @@ def timeout_seconds(header: str | None) -> float | None:
 
 def error_response(code: grpc.StatusCode, message: str) -> web.Response:
     return web.json_response({"code": code.name, "message": message}, status=HTTP_STATUS.get(code, 500))
+
+
+@web.middleware
+async def json_refusals(request: web.Request, handler) -> web.StreamResponse:
+    """aiohttp's refusals with the body every other error has, saying what to do instead."""
+    try:
+        return await handler(request)
+    except web.HTTPException as refusal:
+        if refusal.status < 400:
+            raise
+        code = REFUSAL_CODES.get(refusal.status, grpc.StatusCode.UNKNOWN)
+        if isinstance(refusal, web.HTTPNotFound):
+            message = f"no {request.path} here: {ROUTES_HELP}"
+        elif isinstance(refusal, web.HTTPMethodNotAllowed):
+            message = f"{request.path} takes {', '.join(sorted(refusal.allowed_methods))}, not {request.method}"
+        else:
+            message = refusal.text or refusal.reason
+        headers = {"Allow": refusal.headers["Allow"]} if "Allow" in refusal.headers else None
+        return web.json_response({"code": code.name, "message": message}, status=refusal.status, headers=headers)
 
 
 def json_body(message) -> bytes:
@@ -123,7 +148,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext | None:
 
 async def serve_http(api: HttpApi, config: ServerConfig) -> web.AppRunner:
     """The API on --http-port of the running event loop; a body over gRPC's receive limit is 413."""
-    app = web.Application(client_max_size=config.max_receive_message_bytes)
+    app = web.Application(client_max_size=config.max_receive_message_bytes, middlewares=[json_refusals])
     app.add_routes(api.routes())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

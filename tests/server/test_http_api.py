@@ -82,10 +82,21 @@ def test_errors_come_as_http_statuses_with_the_grpc_code_and_a_message(server: R
 
 
 def test_a_body_over_the_receive_limit_is_refused_with_413(server: RunningServer) -> None:
-    request = urllib.request.Request(server.http_url + "/v1/translate", data=b" " * (4 * 1024 * 1024 + 1), method="POST")
+    status, body = call(server, "/v1/translate", b" " * (4 * 1024 * 1024 + 1))
+    assert (status, body["code"]) == (413, "RESOURCE_EXHAUSTED")
+    assert "Maximum request body size" in body["message"]
+
+
+def test_paths_and_methods_the_api_has_not_are_refused_in_json_saying_what_it_has(server: RunningServer) -> None:
+    status, body = call(server, "/v2/translate", {"texts": ["A dog."]})
+    assert (status, body["code"]) == (404, "NOT_FOUND")
+    assert "POST /v1/translate" in body["message"]
+    request = urllib.request.Request(server.http_url + "/v1/translate", method="GET")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=60)
-    assert refused.value.code == 413
+    body = json.loads(refused.value.read())
+    assert (refused.value.code, body["code"]) == (405, "UNIMPLEMENTED")
+    assert "takes POST, not GET" in body["message"] and refused.value.headers["Allow"] == "POST"
 
 
 def test_http_requests_are_counted_beside_grpc_ones(server: RunningServer) -> None:
