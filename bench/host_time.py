@@ -93,7 +93,7 @@ def measure(spec: ModelSpec, paths: dict[str, Path], form: str, sources: list[li
 
     def translate() -> list[list[int]]:
         if form == "fixed":
-            engine = FixedShapeGreedy(encoder, step, special, spec.max_target_length + 1)  # type: ignore[arg-type]
+            engine = FixedShapeGreedy(encoder, step, special, spec.max_target_length + 1, spec.max_source_length)  # type: ignore[arg-type]
             nbest = fixed_greedy_batches(sources, engine, options, max_batch_tokens=10**9, max_batch_size=batch_size)
         else:
             model = OnnxSeq2Seq(encoder, step, pad_id=special.pad)  # type: ignore[arg-type]

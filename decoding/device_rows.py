@@ -1,7 +1,8 @@
 """Row operations on a running batch's tensors where they live (GPU memory, or CPU memory bound
 to ONNX Runtime values): beams reordered and finished rows dropped (Gather), newcomers appended
 (Pad, Concat) or written into the slots of rows that left (ScatterND), cache slots no row uses
-any more cut off (Slice). Each is a one-node ONNX
+any more cut off (Slice); rows of a tensor at a fixed address overwritten in place (ScatterND
+bound to its own input: a captured CUDA graph keeps reading the same memory). Each is a one-node ONNX
 Runtime graph on the decoder's device, so the tensors never make a round trip through host
 memory; only the small index arrays travel."""
 
@@ -17,7 +18,13 @@ from onnx import TensorProto, helper
 from decoding.graph_io import Padding
 from decoding.runtime import CPU, CUDA
 
-ELEMENT_TYPES = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16, "tensor(int32)": TensorProto.INT32}
+ELEMENT_TYPES = {
+    "tensor(float)": TensorProto.FLOAT,
+    "tensor(float16)": TensorProto.FLOAT16,
+    "tensor(int32)": TensorProto.INT32,
+    "tensor(int64)": TensorProto.INT64,
+    "tensor(bool)": TensorProto.BOOL,
+}
 INDEX = TensorProto.INT64
 INDEX_INPUTS = {"rows", "pads", "starts", "ends", "axes"}
 
@@ -53,7 +60,7 @@ class DeviceRows:
         self.providers = [(CUDA, {"device_id": str(device_id)})] if device == "cuda" else [CPU]
         self.sessions: dict[tuple[str, str], ort.InferenceSession] = {}
 
-    def _run(self, operation: str, tensors: dict[str, ort.OrtValue], indices: dict[str, np.ndarray]) -> ort.OrtValue:
+    def _run(self, operation: str, tensors: dict[str, ort.OrtValue], indices: dict[str, np.ndarray], into: ort.OrtValue | None = None) -> ort.OrtValue:
         element_type = next(iter(tensors.values())).data_type()
         key = (operation, element_type)
         if key not in self.sessions:
@@ -63,9 +70,12 @@ class DeviceRows:
             binding.bind_ortvalue_input(name, value)
         for name, array in indices.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array, dtype=np.int64))
-        binding.bind_output("out", self.device, self.device_id)
+        if into is None:
+            binding.bind_output("out", self.device, self.device_id)
+        else:
+            binding.bind_ortvalue_output("out", into)
         self.sessions[key].run_with_iobinding(binding)
-        return binding.get_outputs()[0]
+        return into if into is not None else binding.get_outputs()[0]
 
     def shape(self, value: ort.OrtValue) -> list[int]:
         return value.shape()
@@ -98,6 +108,12 @@ class DeviceRows:
         """target with these rows replaced by incoming's, both padded to a common length first."""
         target, incoming = self._alike(target, incoming, padding)
         return self._run("scatter", {"data": target, "updates": incoming}, {"rows": np.asarray(rows).reshape(-1, 1)})
+
+    def overwrite(self, target: ort.OrtValue, rows: np.ndarray, incoming: ort.OrtValue | np.ndarray) -> None:
+        """These rows of target replaced by incoming's (same shape but the rows), in place."""
+        if isinstance(incoming, np.ndarray):
+            incoming = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(incoming), self.device, self.device_id)
+        self._run("scatter", {"data": target, "updates": incoming}, {"rows": np.asarray(rows).reshape(-1, 1)}, into=target)
 
     def slice(self, value: ort.OrtValue, axis: int, start: int, end: int | None) -> ort.OrtValue:
         """Slots start to end (None: the last) of one axis."""

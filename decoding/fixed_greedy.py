@@ -72,19 +72,28 @@ class FixedShapeGreedy:
     """Greedy search of batches of sources on an encoder and a fixed-shape step session."""
 
     def __init__(
-        self, encoder: ort.InferenceSession, step: ort.InferenceSession, special: SpecialIds, capacity: int, cuda_graphs: bool = False, launch: threading.Lock | None = None
+        self,
+        encoder: ort.InferenceSession,
+        step: ort.InferenceSession,
+        special: SpecialIds,
+        capacity: int,
+        longest_source: int,
+        cuda_graphs: bool = False,
+        launch: threading.Lock | None = None,
     ) -> None:
         """capacity: self-attention cache slots per row; a row emits at most capacity - 1 tokens
         (a finished row keeps writing to the slot after its last).
         cuda_graphs: the step session was made with enable_cuda_graph (ONNX Runtime then
         captures each binding on its first run, under its own gpu_graph_id).
-        launch: held while a step is launched, shared by the engines of one step session."""
+        launch: held while a step is launched, shared by the engines of one step session.
+        longest_source: the model's longest source in tokens (a running batch's buffers hold it)."""
         self.encoder = encoder
         self.step = step
         self.special = special
         self.capacity = capacity
         self.cuda_graphs = cuda_graphs
         self.launch = launch or threading.Lock()
+        self.longest_source = longest_source
         self.busy = threading.Lock()
         on_cuda = step.get_providers()[0] == CUDA
         self.device = "cuda" if on_cuda else "cpu"
@@ -98,31 +107,32 @@ class FixedShapeGreedy:
 
     def twin(self) -> FixedShapeGreedy:
         """Another engine on the same sessions, with buffers of its own (one per decode worker)."""
-        return FixedShapeGreedy(self.encoder, self.step, self.special, self.capacity, self.cuda_graphs, self.launch)
+        return FixedShapeGreedy(self.encoder, self.step, self.special, self.capacity, self.longest_source, self.cuda_graphs, self.launch)
 
     @property
     def most_rows(self) -> int:
         return ROW_BUCKETS[-1]
 
-    def _tensor(self, name: str, shape: list[int], type_name: str) -> ort.OrtValue:
+    def tensor(self, name: str, shape: list[int], type_name: str) -> ort.OrtValue:
         return ort.OrtValue.ortvalue_from_shape_and_type(shape, NUMPY_TYPES[type_name], self.device, self.device_id)
 
-    def _bucket(self, rows: int, source_length: int) -> Bucket:
+    def buffers(self, rows: int, source_length: int) -> Bucket:
+        """The bucket of this shape, its tensors allocated and bound on first use."""
         key = (rows, source_length)
         if key in self.buckets:
             return self.buckets[key]
         history_shape = [rows, self.capacity]
         shapes = {DECODER_INPUT_IDS: [rows, 1], SEQLENS_K: [rows], FINISHED: [rows], SCORES: [rows], TOKEN_HISTORY: history_shape}
-        state = [{name: self._tensor(name, shapes[name], self.inputs[name].type) for name in FIXED_STEP_STATE} for _ in range(2)]
+        state = [{name: self.tensor(name, shapes[name], self.inputs[name].type) for name in FIXED_STEP_STATE} for _ in range(2)]
         encoded, scratch = {}, {}
         for name, info in self.encoder_outputs.items():
             shape = [rows if axis == 0 else (source_length if isinstance(size, str) else size) for axis, size in enumerate(info.shape)]
-            (encoded if name in self.inputs else scratch)[name] = self._tensor(name, shape, info.type)
-        created = Bucket(rows, source_length, state, self._tensor(MAX_LENGTHS, [rows], self.inputs[MAX_LENGTHS].type), encoded, scratch)
+            (encoded if name in self.inputs else scratch)[name] = self.tensor(name, shape, info.type)
+        created = Bucket(rows, source_length, state, self.tensor(MAX_LENGTHS, [rows], self.inputs[MAX_LENGTHS].type), encoded, scratch)
         caches = {}
         for name in self.caches:
             heads, head_dim = self.inputs[name].shape[1], self.inputs[name].shape[3]
-            caches[name] = self._tensor(name, [rows, heads, self.capacity, head_dim], self.inputs[name].type)
+            caches[name] = self.tensor(name, [rows, heads, self.capacity, head_dim], self.inputs[name].type)
         for parity in (0, 1):
             binding = self.step.io_binding()
             for name in FIXED_STEP_STATE:
@@ -156,14 +166,14 @@ class FixedShapeGreedy:
     def _translate(self, sources: list[list[int]], max_lengths: np.ndarray) -> list[Hypothesis]:
         count = len(sources)
         longest = max(len(source) for source in sources)
-        shape = self._bucket(bucket(count, ROW_BUCKETS), bucket(longest, SOURCE_BUCKETS))
+        shape = self.buffers(bucket(count, ROW_BUCKETS), bucket(longest, SOURCE_BUCKETS))
         if longest > shape.source_length:
             raise ValueError(f"a source of {longest} tokens is longer than the longest bucket ({shape.source_length})")
         ids = np.full((shape.rows, shape.source_length), self.special.pad, dtype=np.int64)
         ids[count:, 0] = self.special.eos  # rows nobody uses: one token, so no row is all padding
         for row, source in enumerate(sources):
             ids[row, : len(source)] = source
-        self._encode(shape, ids)
+        self.encode_into(shape.encoded | shape.scratch, ids)
         used = np.arange(shape.rows) < count
         limits = np.zeros(shape.rows, dtype=np.int32)
         limits[:count] = np.minimum(max_lengths, self.capacity - 1)
@@ -175,25 +185,31 @@ class FixedShapeGreedy:
         shape.max_lengths.update_inplace(limits)
         steps = int(limits.max())
         for step in range(steps):
-            parity = step % 2
-            with self.launch:  # one capture or replay at a time on a session
-                self.step.run_with_iobinding(shape.step_bindings[parity], shape.run_options[parity])
-            written = shape.state[1 - parity]
+            written = self.launch_step(shape, step % 2)
             if ((step + 1) % CHECK_FINISHED_EVERY == 0 or step + 1 == steps) and written[FINISHED].numpy().all():
                 break
-        return self._hypotheses(written, count)
+        return self.hypotheses(written, range(count))
 
-    def _encode(self, shape: Bucket, ids: np.ndarray) -> None:
+    def launch_step(self, shape: Bucket, parity: int) -> dict[str, ort.OrtValue]:
+        """One step on binding `parity`; the state it wrote."""
+        with self.launch:  # one capture or replay at a time on a session
+            self.step.run_with_iobinding(shape.step_bindings[parity], shape.run_options[parity])
+        return shape.state[1 - parity]
+
+    def encode_into(self, outputs: dict[str, ort.OrtValue], ids: np.ndarray) -> None:
+        """The encoder's outputs for a padded (rows, source length) batch, written into these tensors."""
         binding = self.encoder.io_binding()
         binding.bind_cpu_input(ENCODER_INPUT_IDS, ids)
-        for name, value in (shape.encoded | shape.scratch).items():
+        for name, value in outputs.items():
             binding.bind_ortvalue_output(name, value)
         self.encoder.run_with_iobinding(binding)
 
-    def _hypotheses(self, state: dict[str, ort.OrtValue], count: int) -> list[Hypothesis]:
-        lengths = state[SEQLENS_K].numpy()[:count]
-        history = state[TOKEN_HISTORY].numpy()[:count]
-        scores = state[SCORES].numpy()[:count].astype(np.float64)
+    def hypotheses(self, state: dict[str, ort.OrtValue], rows: Sequence[int]) -> list[Hypothesis]:
+        """The greedy hypotheses of these rows of a written state (read back from the device)."""
+        picked = list(rows)
+        lengths = state[SEQLENS_K].numpy()[picked]
+        history = state[TOKEN_HISTORY].numpy()[picked]
+        scores = state[SCORES].numpy()[picked].astype(np.float64)
         results = []
         for row, length in enumerate(lengths.tolist()):
             tokens = history[row, :length].tolist()

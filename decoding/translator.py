@@ -103,7 +103,7 @@ class Translator:
         fixed_greedy = None
         if fixed_step:
             step = _open_graph(version_directory, graphs.fixed_step, dataclasses.replace(runtime, cuda_graph=True))
-            fixed_greedy = FixedShapeGreedy(sessions[0], step, manifest.spec.special_ids, manifest.spec.max_target_length + 1, cuda_graphs=uses_cuda(runtime))
+            fixed_greedy = FixedShapeGreedy(sessions[0], step, manifest.spec.special_ids, manifest.spec.max_target_length + 1, manifest.spec.max_source_length, cuda_graphs=uses_cuda(runtime))
         layer = 1  # the RNN has one attention
         if isinstance(manifest.spec.config, TransformerConfig):
             layers = manifest.spec.config.n_decoder_layers

@@ -6,6 +6,9 @@ Two policies, same worker:
   length), decode it to the end, then form the next;
 - inflight: between two decoder steps, queued sentences are encoded and join the running batch,
   and finished ones leave it, so a long sentence never holds the others back.
+With a fixed-shape engine (the GPU form, decoding/fixed_greedy.py), plain greedy sentences are
+decoded on it: whole batches under dynamic, rows joining and leaving by slot under inflight
+(decoding/fixed_running.py); beam search, attention and token rules keep the step loop.
 
 With several workers, each decodes its own batch from the shared queue (ONNX Runtime sessions
 may be run from several threads at once). The queue gives requests turns (server/fair_queue.py):
@@ -26,8 +29,9 @@ import numpy as np
 
 from decoding.batching import SearchOptions, make_search
 from decoding.constraints import TokenRules
-from decoding.fixed_greedy import FixedShapeGreedy
-from decoding.search import GreedySearch, IncrementalDecoder, RunningBatch, Search
+from decoding.fixed_greedy import CHECK_FINISHED_EVERY, ROW_BUCKETS, FixedShapeGreedy, bucket
+from decoding.fixed_running import FixedRunningBatch
+from decoding.search import GreedySearch, Hypothesis, IncrementalDecoder, RunningBatch, Search
 from nmt_spec import SpecialIds
 from server.errors import DecodeFailed, QueueFull, Replaced, Unavailable
 from server.fair_queue import FairQueue
@@ -95,6 +99,7 @@ class WorkItem:
     cancelled: bool = False
     search: Search | None = None
     first: int = 0  # its first sentence in the search
+    fixed_answers: dict[int, Hypothesis] = field(default_factory=dict)  # decoded in fixed slots: by sentence
 
     @property
     def turn(self) -> Hashable:
@@ -120,12 +125,18 @@ class WorkItem:
 @dataclass(eq=False)
 class Lane:
     """One worker thread's running batch and the requests in it, and its own fixed-shape engine
-    (buffers are per engine: two workers never share them)."""
+    (buffers are per engine: two workers never share them): whole batches under dynamic, a
+    running batch of slots under inflight."""
 
     batch: RunningBatch
     fixed_greedy: FixedShapeGreedy | None = None
+    fixed_running: FixedRunningBatch | None = None
     running: list[WorkItem] = field(default_factory=list)
     thread: threading.Thread | None = None
+
+    @property
+    def live_rows(self) -> int:
+        return self.batch.size + (self.fixed_running.size if self.fixed_running is not None else 0)
 
 
 class Batcher:
@@ -138,13 +149,12 @@ class Batcher:
         metrics: ServerMetrics,
         fixed_greedy: Callable[[], FixedShapeGreedy] | None = None,
     ) -> None:
-        """fixed_greedy: makes a fixed-shape engine (one per worker); with it, the dynamic
-        policy decodes batches of plain greedy items (no token rules, no attention) on it."""
+        """fixed_greedy: makes a fixed-shape engine (one per worker); with it, plain greedy items
+        (no token rules, no attention) are decoded on it."""
         self.model = model
         self.special = special
         self.config = config
-        engines = fixed_greedy if config.policy == "dynamic" else None
-        self.lanes = [Lane(RunningBatch(self._timed_start(start)), engines() if engines else None) for _ in range(config.workers)]
+        self.lanes = [self._lane(RunningBatch(self._timed_start(start)), fixed_greedy) for _ in range(config.workers)]
         self.queue: FairQueue[WorkItem] = FairQueue()
         self.queued_sentences = 0
         self.room_waiters: list[asyncio.Future] = []  # submit_when_room's, woken when items leave the queue
@@ -161,12 +171,21 @@ class Batcher:
         self.encode_tokens = metrics.batch_tokens.labels(model=model)
         self.step_seconds = metrics.compute.labels(model=model, phase="decode_step")
         self.step_rows = metrics.batch_sentences.labels(model=model, phase="decode_step")
+        self.fixed_step_seconds = metrics.compute.labels(model=model, phase="fixed_step")
+        self.fixed_step_rows = metrics.batch_sentences.labels(model=model, phase="fixed_step")
         self.fixed_batch_seconds = metrics.compute.labels(model=model, phase="decode_batch")
         self.fixed_batch_sentences = metrics.batch_sentences.labels(model=model, phase="decode_batch")
         self.generated_tokens = metrics.generated_tokens.labels(model=model)
         for number, lane in enumerate(self.lanes):
             lane.thread = threading.Thread(target=self._work, args=(lane,), name=f"batcher-{model}-{number}", daemon=True)
             lane.thread.start()
+
+    def _lane(self, batch: RunningBatch, fixed_greedy: Callable[[], FixedShapeGreedy] | None) -> Lane:
+        if fixed_greedy is None:
+            return Lane(batch)
+        if self.config.policy == "dynamic":
+            return Lane(batch, fixed_greedy=fixed_greedy())
+        return Lane(batch, fixed_running=FixedRunningBatch(fixed_greedy(), bucket(self.config.max_batch_size, ROW_BUCKETS)))
 
     def _timed_start(self, start: Callable[[list[list[int]]], IncrementalDecoder]) -> Callable[[list[list[int]]], IncrementalDecoder]:
         def encode(sources: list[list[int]]) -> IncrementalDecoder:
@@ -296,7 +315,7 @@ class Batcher:
     def _take(self, lane: Lane) -> list[WorkItem] | None:
         """The items that start now in this lane; None once stopping."""
         with self.condition:
-            if lane.running and (self.config.policy == "dynamic" or not self.queue or lane.batch.size > (1 - ADMIT_WHEN_FREE) * self.config.max_batch_size):
+            if lane.running and (self.config.policy == "dynamic" or not self.queue or lane.live_rows > (1 - ADMIT_WHEN_FREE) * self.config.max_batch_size):
                 return [] if not self.stopping else None
             while not self.queue and not self.stopping and not self.closing:
                 self.condition.wait()
@@ -336,7 +355,7 @@ class Batcher:
         """In-flight: the items next in turn that fit beside the lane's running batch. An item larger
         than a whole batch still runs, alone. Room is counted in the batch's live rows, as
         `_take` counts it: a greedy request's finished sentences have left their rows."""
-        rows = lane.batch.size
+        rows = lane.live_rows
         longest = max((item.longest_source for item in lane.running), default=0)
         taken: list[WorkItem] = []
         for item in self.queue:
@@ -371,6 +390,10 @@ class Batcher:
                 self.queue_wait.observe(now - item.enqueued_at)
             self._decode_fixed(lane.fixed_greedy, live)
             return
+        if lane.fixed_running is not None:
+            live = self._join_fixed(lane, live)
+            if not live:
+                return
         searches: list[Search] = []
         sources: list[list[int]] = []
         # Greedy items of the same rules share a search; those asking for attention have their own.
@@ -423,12 +446,79 @@ class Batcher:
             first += item.sentences
         _hand_over(answers)
 
+    def _join_fixed(self, lane: Lane, items: list[WorkItem]) -> list[WorkItem]:
+        """Plain greedy items into free slots of the lane's fixed running batch, as many as fit;
+        the items left for the step loop."""
+        slots = lane.fixed_running
+        joining = []
+        for item in items:
+            if _plain_greedy(item.options) and slots.takes([source for taken in [*joining, item] for source in taken.sources]):
+                joining.append(item)
+        if not joining:
+            return items
+        began = time.perf_counter()
+        for item in joining:
+            self.queue_wait.observe(time.monotonic() - item.enqueued_at)
+        try:
+            slots.join(
+                [source for item in joining for source in item.sources],
+                np.concatenate([item.options.max_lengths(item.sources) for item in joining]),
+                [(id(item), sentence) for item in joining for sentence in range(item.sentences)],
+            )  # fmt: skip
+        except Exception as error:  # the encoder failed: only the newcomers are affected
+            log.exception("model %s: encoding %d sentences into fixed slots failed", self.model, sum(item.sentences for item in joining))
+            self.failures.inc()
+            _hand_over([(item, DecodeFailed(f"model {self.model} failed to encode this request's batch: {error}")) for item in joining])
+            return [item for item in items if item not in joining]
+        sentences = sum(item.sentences for item in joining)
+        self.encode_seconds.observe(time.perf_counter() - began)
+        self.encode_sentences.observe(sentences)
+        self.encode_tokens.observe(sentences * slots.source_length)
+        lane.running += joining
+        self._count_inflight()
+        return [item for item in items if item not in joining]
+
+    def _step_fixed(self, lane: Lane) -> None:
+        """A few steps of the lane's fixed running batch; the items whose sentences all finished
+        are answered."""
+        slots = lane.fixed_running
+        rows = slots.size
+        held = [item for item in lane.running if item.search is None]
+        began = time.perf_counter()
+        try:
+            finished = slots.step()
+        except Exception as error:  # the runtime failed: fail what it held, keep serving
+            log.exception("model %s: fixed-shape steps on %d rows failed", self.model, rows)
+            self.failures.inc()
+            _hand_over([(item, DecodeFailed(f"model {self.model} failed on the batch holding this request: {error}")) for item in held])
+            lane.running = [item for item in lane.running if item.search is not None]
+            slots.reset()
+            self._count_inflight()
+            return
+        seconds = (time.perf_counter() - began) / CHECK_FINISHED_EVERY
+        for _ in range(CHECK_FINISHED_EVERY):
+            self.fixed_step_seconds.observe(seconds)
+            self.fixed_step_rows.observe(rows)
+        by_id = {id(item): item for item in held}
+        for (item_id, sentence), hypothesis in finished:
+            if item_id in by_id:  # not cancelled meanwhile
+                by_id[item_id].fixed_answers[sentence] = hypothesis
+                self.generated_tokens.inc(len(hypothesis.tokens) + 1)
+        answered = [item for item in held if len(item.fixed_answers) == item.sentences]
+        if answered:
+            for item in answered:
+                lane.running.remove(item)
+            _hand_over([(item, [[item.fixed_answers[sentence]] for sentence in range(item.sentences)]) for item in answered])
+            self._count_inflight()
+
     def _count_inflight(self) -> None:
         self.inflight.set(sum(item.sentences for lane in self.lanes for item in lane.running))
 
     def _drop_cancelled(self, lane: Lane) -> None:
         for item in [item for item in lane.running if item.cancelled]:
-            if isinstance(item.search, GreedySearch):  # shared: only its sentences' rows leave
+            if item.search is None:  # in fixed slots
+                lane.fixed_running.leave({(id(item), sentence) for sentence in range(item.sentences)})
+            elif isinstance(item.search, GreedySearch):  # shared: only its sentences' rows leave
                 item.search.cancel(*item.in_search)
             else:
                 lane.batch.remove(item.search)
@@ -436,6 +526,12 @@ class Batcher:
             self._count_inflight()
 
     def _step(self, lane: Lane) -> None:
+        if lane.fixed_running is not None and lane.fixed_running.size:
+            self._step_fixed(lane)
+        if any(item.search is not None for item in lane.running):
+            self._step_loop(lane)
+
+    def _step_loop(self, lane: Lane) -> None:
         rows = lane.batch.size
         began = time.perf_counter()
         try:
@@ -443,8 +539,9 @@ class Batcher:
         except Exception as error:  # the runtime failed on this batch: fail it, keep serving
             log.exception("model %s: decoder step on %d rows failed", self.model, rows)
             self.failures.inc()
-            _hand_over([(item, DecodeFailed(f"model {self.model} failed on the batch holding this request: {error}")) for item in lane.running])
-            lane.running.clear()
+            failed = [item for item in lane.running if item.search is not None]
+            _hand_over([(item, DecodeFailed(f"model {self.model} failed on the batch holding this request: {error}")) for item in failed])
+            lane.running = [item for item in lane.running if item.search is None]
             lane.batch = RunningBatch(lane.batch.start)
             self._count_inflight()
             return

@@ -52,7 +52,7 @@ class ServerConfig:
     )
     fixed_step: FixedStep = setting(
         "auto",
-        "dynamic batching: batches of plain greedy requests decoded on the variant's fixed-shape decoder step (caches written in place, search in the graph, CUDA graphs on a GPU); auto: on CUDA where the variant has one, on: wherever it has one (a CPU too), off: never",
+        "plain greedy requests decoded on the variant's fixed-shape decoder step (caches written in place, search in the graph, CUDA graphs on a GPU): whole batches under dynamic batching, rows joining and leaving by slot under inflight; auto: on CUDA where the variant has one, on: wherever it has one (a CPU too), off: never",
         get_args(FixedStep),
     )
     max_batch_size: int = setting(64, "decoder rows in a batch (a sentence decoded with beam k takes k rows)")

@@ -47,7 +47,7 @@ class ServerMetrics:
             "nmt_queue_wait_seconds", "Time a request waited in the queue before its sentences were encoded.", ["model"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.compute = Histogram(
-            "nmt_batch_compute_seconds", "Time of one batched model call: phase=encode (newcomers), decode_step (the running batch) or decode_batch (a whole batch encoded and decoded on the fixed-shape step).", ["model", "phase"], buckets=COMPUTE_BUCKETS, registry=r
+            "nmt_batch_compute_seconds", "Time of one batched model call: phase=encode (newcomers), decode_step (the running batch), fixed_step (one step of the in-flight slots on the fixed-shape step, the mean of the few launched between two reads) or decode_batch (a whole batch encoded and decoded on the fixed-shape step).", ["model", "phase"], buckets=COMPUTE_BUCKETS, registry=r
         )
         self.batch_sentences = Histogram(
             "nmt_batch_size_sentences", "Rows of one batched model call (a beam counts as rows).", ["model", "phase"], buckets=SENTENCE_BUCKETS, registry=r

@@ -115,7 +115,7 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
     manifest = Manifest.load(version_directory)  # every file checked against its sha256
     runtime = RuntimeConfig(device=config.device, intra_op_threads=config.intra_op_threads, spin_wait=config.spin_wait)
     variant = choose_variant(manifest, config.variant, uses_cuda(runtime), bool(config.allow_batch_dependent_variants))
-    has_fixed_step = manifest.variants[variant].fixed_step is not None and config.batching == "dynamic"
+    has_fixed_step = manifest.variants[variant].fixed_step is not None
     on_cuda = uses_cuda(runtime)
     # on CUDA, GroupQueryAttention runs in fp16 only: an fp32 variant keeps the step loop there
     has_fixed_step = has_fixed_step and not (on_cuda and variant == "fp32")

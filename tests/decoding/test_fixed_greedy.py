@@ -14,6 +14,7 @@ from decoding import fixed_greedy
 from decoding.batching import SearchOptions, fixed_greedy_batches, pad_ids, search_batches
 from decoding.constraints import LengthBound
 from decoding.fixed_greedy import FixedShapeGreedy
+from decoding.fixed_running import FixedRunningBatch
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import RuntimeConfig, create_session
 from decoding.search import GreedySearch, run_to_completion
@@ -31,7 +32,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelSpec, dict[str
 
 
 def engine(spec: ModelSpec, paths: dict[str, Path]) -> FixedShapeGreedy:
-    return FixedShapeGreedy(create_session(str(paths["encoder"]), CPU), create_session(str(paths["fixed"]), CPU), spec.special_ids, spec.max_target_length + 1)
+    return FixedShapeGreedy(create_session(str(paths["encoder"]), CPU), create_session(str(paths["fixed"]), CPU), spec.special_ids, spec.max_target_length + 1, spec.max_source_length)
 
 
 def step_loop(spec: ModelSpec, paths: dict[str, Path]) -> OnnxSeq2Seq:
@@ -104,3 +105,37 @@ def test_more_rows_than_the_largest_bucket_are_decoded_in_parts(model: tuple, mo
     parts = engine(spec, paths)
     assert [h.tokens for h in parts.translate(sources, limits)] == [h.tokens for h in whole]
     assert {rows for rows, _ in parts.buckets} <= {1, 2, 4}
+
+
+def test_rows_joining_and_leaving_by_slot_get_what_they_get_decoded_alone(model: tuple) -> None:
+    """In-flight batching in the fixed form: 14 sentences through 4 rows, each joining a row as
+    one frees up, one cancelled mid-way; every answer is the one decoded alone, and the step's
+    tensors never move (a captured CUDA graph reads them where they were)."""
+    spec, paths = model
+    sources = random_sources(spec, 14, seed=11)
+    limits = np.array([3, 9, 5, 14, 7, 4, 11, 6, 8, 2, 10, 5, 13, 6])
+    alone = engine(spec, paths).translate(sources, limits)
+    running = FixedRunningBatch(engine(spec, paths), rows=4)
+    addresses = [value.data_ptr() for state in running.shape.state for value in state.values()] + [v.data_ptr() for v in running.shape.encoded.values()]
+    waiting, answers, steps = list(range(len(sources))), {}, 0
+    while waiting or running.size:
+        taken = []
+        while waiting and running.takes([sources[i] for i in [*taken, waiting[0]]]):
+            taken.append(waiting.pop(0))
+        if taken:
+            running.join([sources[i] for i in taken], limits[taken], taken)
+        answers.update(running.step())
+        steps += 1
+        if steps == 1:
+            running.leave({3})  # cancelled: its row goes to the next sentence
+    assert sorted(answers) == [i for i in range(len(sources)) if i != 3]
+    assert all(answers[i].tokens == alone[i].tokens for i in answers)
+    np.testing.assert_allclose([answers[i].score for i in sorted(answers)], [alone[i].score for i in sorted(answers)], rtol=1e-4, atol=1e-4)
+    assert [value.data_ptr() for state in running.shape.state for value in state.values()] + [v.data_ptr() for v in running.shape.encoded.values()] == addresses
+
+
+def test_a_source_longer_than_the_running_batchs_buffers_is_not_taken(model: tuple) -> None:
+    spec, paths = model
+    running = FixedRunningBatch(engine(spec, paths), rows=2)
+    assert running.takes([[5] * running.source_length]) and not running.takes([[5] * (running.source_length + 1)])
+    assert not running.takes([[5], [5], [5]])  # three sentences, two rows

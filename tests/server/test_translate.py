@@ -71,14 +71,15 @@ async def translate_concurrently(target: str, requests: list[tuple[str, list[str
         ("inflight", 2, "int8", "off"),
         ("dynamic", 1, "int8", "off"),
         ("dynamic", 2, "fp32", "on"),
+        ("inflight", 2, "fp32", "on"),
     ],
 )
 def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, direct: dict, policy: str, workers: int, variant: str, fixed_step: str) -> None:
     """64 clients at once, of both models, greedy and beam, one or several sentences: batching
     (of either policy, by one worker or by two sharing the queue and the sessions) changes no
     answer, in fp32 and in int8 (per-row activation scales: no scale is shared between rows),
-    nor does decoding greedy batches on the Transformer's fixed-shape step (the GPU form, each
-    worker with buffers of its own)."""
+    nor does decoding greedy sentences on the Transformer's fixed-shape step (the GPU form, each
+    worker with buffers of its own: whole batches, or rows joining and leaving by slot)."""
     texts = TEST_SENTENCES[100:164]
     requests = []
     for index, text in enumerate(texts):
@@ -91,8 +92,11 @@ def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, 
     running = start_server(tmp_path, *flags, "--variant", variant, "--fixed-step", fixed_step)
     try:
         responses = asyncio.run(translate_concurrently(running.target, requests))
-        fixed_batches = running.scrape().get('nmt_batch_compute_seconds_count{model="transformer-en-de",phase="decode_batch"}', 0)
-        assert (fixed_batches > 0) == (fixed_step == "on"), fixed_batches
+        scraped = running.scrape()
+        fixed = {phase: scraped.get(f'nmt_batch_compute_seconds_count{{model="transformer-en-de",phase="{phase}"}}', 0) for phase in ("decode_batch", "fixed_step")}
+        # whole batches under dynamic, slots joined and left under inflight
+        assert (fixed["decode_batch"] > 0) == (fixed_step == "on" and policy == "dynamic"), fixed
+        assert (fixed["fixed_step"] > 0) == (fixed_step == "on" and policy == "inflight"), fixed
     finally:
         assert running.stop() == 0
     alone = {m: direct[m] if variant == served_variant(m) else Translator.from_repository(shipped(m), variant, RuntimeConfig(device="cpu")) for m in DEFAULT_MODELS}
@@ -100,3 +104,31 @@ def test_concurrent_requests_each_get_the_answer_they_get_alone(tmp_path: Path, 
         search = alone[model].default_options(beam_size=options.beam_size if options else 1)
         expected = [nbest[0].text for nbest in alone[model].translate_ids(alone[model].encode(batch), search)]
         assert [t.text for t in response.translations] == expected, (policy, variant, model, batch)
+
+
+def test_a_request_cancelled_in_fixed_slots_frees_them_and_the_others_answer_as_alone(tmp_path: Path, direct: dict) -> None:
+    """In-flight on the fixed-shape step: a greedy document cancelled while its sentences hold
+    slots leaves them; requests decoded beside it and after it get their answers decoded alone,
+    and the in-flight gauge returns to 0."""
+    translator = direct["transformer-en-de"]
+
+    def plain_greedy(texts: list[str]) -> list[str]:
+        return translator.translate(texts, translator.default_options(beam_size=1))
+
+    running = start_server(tmp_path, "--default-beam-size", "1", "--batching", "inflight", "--fixed-step", "on", "--models", "transformer-en-de", "--max-batch-size", "32")
+    try:
+        with grpc.insecure_channel(running.target) as channel:
+            stub = translator_pb2_grpc.TranslatorStub(channel)
+            paragraphs = [" ".join(TEST_SENTENCES[200 + 4 * i : 204 + 4 * i]) for i in range(64)]
+            document = stub.Translate.future(pb.TranslateRequest(texts=paragraphs), timeout=60)
+            running.wait_for_metrics(lambda samples: samples.get('nmt_inflight_sentences{model="transformer-en-de"}', 0) > 0, "the document in slots")
+            beside = TEST_SENTENCES[470:476]
+            answer = stub.Translate.future(pb.TranslateRequest(texts=beside), timeout=60)
+            assert document.cancel()
+            assert [t.text for t in answer.result().translations] == plain_greedy(beside)
+            after = TEST_SENTENCES[480:490]
+            assert [t.text for t in stub.Translate(pb.TranslateRequest(texts=after), timeout=60).translations] == plain_greedy(after)
+        samples = running.wait_for_metrics(lambda samples: samples['nmt_inflight_sentences{model="transformer-en-de"}'] == 0, "in-flight gauge back to 0", timeout=30)
+        assert samples['nmt_batch_compute_seconds_count{model="transformer-en-de",phase="fixed_step"}'] > 0
+    finally:
+        assert running.stop() == 0
