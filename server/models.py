@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from decoding.batching import SearchOptions, pad_ids
+from decoding.fixed_running import FixedRunningBatch
 from decoding.runtime import RuntimeConfig, uses_cuda
 from decoding.translator import Translator
 from nmt_spec.manifest import DecodingDefaults, Manifest, ManifestError, latest_version
@@ -121,7 +122,7 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
     has_fixed_step = has_fixed_step and not (on_cuda and variant == "fp32")
     fixed_step = has_fixed_step and (config.fixed_step == "on" or (config.fixed_step == "auto" and on_cuda))
     translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer, fixed_step=fixed_step)
-    if fixed_step and config.fixed_step == "auto" and not fixed_step_works(translator, f"{manifest.name} version {manifest.version}"):
+    if fixed_step and config.fixed_step == "auto" and not fixed_step_works(translator, f"{manifest.name} version {manifest.version}", config.batching == "inflight"):
         fixed_step = False
         translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer)
     device = translator.model.decoder.get_providers()[0]
@@ -137,12 +138,26 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
     return ServedModel(manifest.name, manifest.version, manifest, translator, variant, device, batcher)
 
 
-def fixed_step_works(translator: Translator, model: str) -> bool:
+def fixed_step_works(translator: Translator, model: str, inflight: bool) -> bool:
     """Whether the fixed-shape step decodes here: its first runs are where ONNX Runtime captures
-    CUDA graphs, and a graph it cannot capture (a node placed off the GPU) fails only then. With
-    --fixed-step auto a failure leaves the model on the step loop, logged, rather than unserved."""
+    CUDA graphs, and a graph it cannot capture (a node placed off the GPU) fails only then; for
+    in-flight batching also whether rows written in place into its slots give the batch's tokens.
+    With --fixed-step auto a failure leaves the model on the step loop, logged, rather than unserved."""
+    sources = translator.encode(["Warm-up.", "A second sentence, somewhat longer."])
+    options = translator.default_options(beam_size=1, max_decoding_length=12)
     try:
-        translator.translate_ids(translator.encode(["Warm-up."]), translator.default_options(beam_size=1, max_decoding_length=8))
+        batch = [nbest[0].tokens for nbest in translator.translate_ids(sources, options)]
+        if inflight:
+            slots = FixedRunningBatch(translator.fixed_greedy.twin(), 2)
+            slots.join(sources[:1], options.max_lengths(sources[:1]), [0])
+            slots.step()  # the second joins a running batch, as in service
+            slots.join(sources[1:], options.max_lengths(sources[1:]), [1])
+            found: dict = {}
+            while slots.size:
+                found.update(slots.step())
+            if [found[0].tokens, found[1].tokens] != batch:
+                log.error("model %s: rows joining the fixed-shape step's slots decode otherwise than a batch; serving greedy on the step loop", model)
+                return False
         return True
     except Exception:  # whatever the runtime raised: the step loop still serves
         log.exception("model %s: the fixed-shape step failed its first batch; serving greedy on the step loop", model)

@@ -8,11 +8,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from decoding.device_rows import DeviceRows
 from decoding.runtime import RuntimeConfig
 from decoding.translator import Translator
 from nmt.v1 import translator_pb2 as pb
 from nmt.v1 import translator_pb2_grpc
 from server.client import TranslatorClient
+from server.models import fixed_step_works
 from tests.server.conftest import DEFAULT_MODELS, TEST_SENTENCES, greedy, served_variant
 from tests.server.running_server import RunningServer, shipped, start_server
 
@@ -132,3 +134,13 @@ def test_a_request_cancelled_in_fixed_slots_frees_them_and_the_others_answer_as_
         assert samples['nmt_batch_compute_seconds_count{model="transformer-en-de",phase="fixed_step"}'] > 0
     finally:
         assert running.stop() == 0
+
+
+def test_the_fixed_step_check_passes_a_working_form_and_fails_one_whose_slots_are_not_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What --fixed-step auto runs before serving on the fixed form (on CUDA): rows joining its
+    slots must decode as a batch does; if the in-place writes did nothing, the check says so."""
+    translator = Translator.from_repository(shipped("transformer-en-de"), "fp32", RuntimeConfig(device="cpu"), fixed_step=True)
+    assert fixed_step_works(translator, "transformer-en-de", inflight=True)
+    monkeypatch.setattr(DeviceRows, "overwrite", lambda self, target, rows, incoming: None)
+    assert fixed_step_works(translator, "transformer-en-de", inflight=False)  # whole batches write no rows
+    assert not fixed_step_works(translator, "transformer-en-de", inflight=True)
