@@ -59,3 +59,24 @@ def test_a_longer_newcomer_pads_the_running_rows() -> None:
     placed = DeviceRows("cpu").place(bound(running), np.array([1]), bound(newcomer), padding).numpy()
     assert placed.shape == (3, 5, 4, 4)
     np.testing.assert_array_equal(placed, HostRows().place(running.copy(), np.array([1]), newcomer, padding))
+
+
+@pytest.mark.parametrize("dtype", [*DTYPES, np.int64, np.bool_])
+@pytest.mark.parametrize("where", DEVICES)
+def test_rows_are_overwritten_in_place_at_the_same_address(dtype: type, where: str) -> None:
+    """What the fixed-shape slots rely on: the other rows kept, the tensor where it was (a
+    captured CUDA graph reads that memory), incoming rows from the device or from the host."""
+    rng = np.random.default_rng(2)
+    running, incoming = (rng.standard_normal((6, 3, 4)) * 100).astype(dtype), (rng.standard_normal((2, 3, 4)) * 100).astype(dtype)
+    target = binder(where)(running)
+    address = target.data_ptr()
+    rows = np.array([4, 1])
+    device = DeviceRows(where)
+    device.overwrite(target, rows, binder(where)(incoming))
+    expected = running.copy()
+    expected[rows] = incoming
+    np.testing.assert_array_equal(target.numpy(), expected)
+    device.overwrite(target, np.array([0]), running[5:6])  # from the host
+    expected[0] = running[5]
+    np.testing.assert_array_equal(target.numpy(), expected)
+    assert target.data_ptr() == address

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from decoding.batching import SearchOptions, make_search, pad_ids
+from decoding.fixed_running import FixedRunningBatch
 from decoding.graph_io import length_groups
 from decoding.onnx_decoder import OnnxSeq2Seq
 from decoding.runtime import CUDA, RuntimeConfig, cuda_device_present
@@ -506,3 +507,23 @@ def test_the_fixed_shape_step_replayed_as_cuda_graphs_translates_as_the_cpu(expo
     assert on_cuda.fixed_greedy is not None and on_cuda.fixed_greedy.cuda_graphs
     for _ in range(3):  # the first run of each binding is captured, the next ones replay it
         assert on_cuda.translate(SOURCES, options=on_cuda.default_options(beam_size=1)) == on_cpu.translate(SOURCES, options=on_cpu.default_options(beam_size=1))
+
+
+@NEEDS_CUDA
+def test_rows_joining_the_fixed_slots_on_cuda_translate_as_the_cpu(exported: dict) -> None:
+    """In-flight on the fixed form, fp16 on CUDA with captured graphs: sentences joining a
+    running batch one by one, written in place into its rows, get the CPU's fp32 translations."""
+    version = exported["transformer"][1]
+    on_cpu = Translator.from_repository(version, "fp32", RuntimeConfig(device="cpu", intra_op_threads=1))
+    on_cuda = Translator.from_repository(version, "fp16", RuntimeConfig(device="cuda"), fixed_step=True)
+    options = on_cuda.default_options(beam_size=1)
+    sources = on_cuda.encode(SOURCES)
+    slots, found = FixedRunningBatch(on_cuda.fixed_greedy.twin(), 4), {}
+    waiting = list(range(len(sources)))
+    while waiting or slots.size:
+        if waiting and slots.takes([sources[waiting[0]]]):
+            index = waiting.pop(0)
+            slots.join([sources[index]], options.max_lengths([sources[index]]), [index])
+        found.update(slots.step())
+    texts = on_cuda.tokenizer.decode_batch([found[index].tokens for index in range(len(sources))])
+    assert texts == [nbest[0].text for nbest in on_cpu.translate_ids(on_cpu.encode(SOURCES), on_cpu.default_options(beam_size=1))]
