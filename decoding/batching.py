@@ -64,6 +64,12 @@ class SearchOptions:
     rules: TokenRules = TokenRules()
     with_attention: bool = False  # hypotheses carry their attention over the source
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing else of a step (no token rules, no attention): what the
+        fixed-shape step decodes."""
+        return self.beam_size == 1 and not self.rules.active and not self.with_attention
+
     def max_lengths(self, sources: Sequence[Sequence[int]]) -> np.ndarray:
         """Each sentence's maximum output length: the bound of its source, within the cap, and
         never below the minimum asked for."""

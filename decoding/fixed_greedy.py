@@ -23,7 +23,7 @@ import onnxruntime as ort
 from decoding.graph_io import present_name
 from decoding.runtime import CUDA
 from decoding.search import Hypothesis
-from nmt_spec import SpecialIds
+from nmt_spec import ModelSpec, SpecialIds
 from nmt_spec.graph_names import (
     DECODER_INPUT_IDS,
     ENCODER_INPUT_IDS,
@@ -105,6 +105,11 @@ class FixedShapeGreedy:
         # A CPU value at a fixed address: GroupQueryAttention reads it on the host.
         self.total_length = ort.OrtValue.ortvalue_from_numpy(np.array(capacity, dtype=np.int32))
 
+    @classmethod
+    def for_model(cls, encoder: ort.InferenceSession, step: ort.InferenceSession, spec: ModelSpec, cuda_graphs: bool = False) -> FixedShapeGreedy:
+        """The engine of a model's graphs: a row's cache holds its longest output and the slot after."""
+        return cls(encoder, step, spec.special_ids, spec.max_target_length + 1, spec.max_source_length, cuda_graphs)
+
     def twin(self) -> FixedShapeGreedy:
         """Another engine on the same sessions, with buffers of its own (one per decode worker)."""
         return FixedShapeGreedy(self.encoder, self.step, self.special, self.capacity, self.longest_source, self.cuda_graphs, self.launch)
@@ -125,9 +130,8 @@ class FixedShapeGreedy:
         shapes = {DECODER_INPUT_IDS: [rows, 1], SEQLENS_K: [rows], FINISHED: [rows], SCORES: [rows], TOKEN_HISTORY: history_shape}
         state = [{name: self.tensor(name, shapes[name], self.inputs[name].type) for name in FIXED_STEP_STATE} for _ in range(2)]
         encoded, scratch = {}, {}
-        for name, info in self.encoder_outputs.items():
-            shape = [rows if axis == 0 else (source_length if isinstance(size, str) else size) for axis, size in enumerate(info.shape)]
-            (encoded if name in self.inputs else scratch)[name] = self.tensor(name, shape, info.type)
+        for name, value in self.encoder_tensors(rows, source_length).items():
+            (encoded if name in self.inputs else scratch)[name] = value
         created = Bucket(rows, source_length, state, self.tensor(MAX_LENGTHS, [rows], self.inputs[MAX_LENGTHS].type), encoded, scratch)
         caches = {}
         for name in self.caches:
@@ -153,6 +157,23 @@ class FixedShapeGreedy:
         self.buckets[key] = created
         return created
 
+    def encoder_tensors(self, rows: int, source_length: int) -> dict[str, ort.OrtValue]:
+        """Tensors for each encoder output of a (rows, source length) batch, where the step computes."""
+        return {
+            name: self.tensor(name, [rows if axis == 0 else (source_length if isinstance(size, str) else size) for axis, size in enumerate(info.shape)], info.type)
+            for name, info in self.encoder_outputs.items()
+        }  # fmt: skip
+
+    def start_state(self, shape: Bucket, parity: int, used: np.ndarray, limits: np.ndarray) -> None:
+        """Every row of the state that binding `parity` reads at its first step: used rows at bos,
+        unused ones finished (the step leaves them as they are), each row's output limit."""
+        state = shape.state[parity]
+        state[DECODER_INPUT_IDS].update_inplace(np.where(used, self.special.bos, self.special.pad).astype(np.int64).reshape(-1, 1))
+        state[SEQLENS_K].update_inplace(np.zeros(shape.rows, dtype=np.int32))
+        state[FINISHED].update_inplace(~used)
+        state[SCORES].update_inplace(np.zeros(shape.rows, dtype=np.float32))
+        shape.max_lengths.update_inplace(limits)
+
     def translate(self, sources: list[list[int]], max_lengths: np.ndarray) -> list[Hypothesis]:
         """The greedy hypothesis of each source (token ids ending in eos), in order; each emits
         at most its max_lengths tokens, eos included."""
@@ -177,12 +198,7 @@ class FixedShapeGreedy:
         used = np.arange(shape.rows) < count
         limits = np.zeros(shape.rows, dtype=np.int32)
         limits[:count] = np.minimum(max_lengths, self.capacity - 1)
-        first = shape.state[0]
-        first[DECODER_INPUT_IDS].update_inplace(np.where(used, self.special.bos, self.special.pad).astype(np.int64).reshape(-1, 1))
-        first[SEQLENS_K].update_inplace(np.zeros(shape.rows, dtype=np.int32))
-        first[FINISHED].update_inplace(~used)
-        first[SCORES].update_inplace(np.zeros(shape.rows, dtype=np.float32))
-        shape.max_lengths.update_inplace(limits)
+        self.start_state(shape, 0, used, limits)
         steps = int(limits.max())
         for step in range(steps):
             written = self.launch_step(shape, step % 2)

@@ -35,12 +35,7 @@ class FixedRunningBatch:
     def reset(self) -> None:
         """Every row free (finished), after a failure too."""
         rows = self.shape.rows
-        state = self.shape.state[self.parity]
-        state[DECODER_INPUT_IDS].update_inplace(np.full((rows, 1), self.engine.special.pad, dtype=np.int64))
-        state[SEQLENS_K].update_inplace(np.zeros(rows, dtype=np.int32))
-        state[FINISHED].update_inplace(np.ones(rows, dtype=np.bool_))
-        state[SCORES].update_inplace(np.zeros(rows, dtype=np.float32))
-        self.shape.max_lengths.update_inplace(np.zeros(rows, dtype=np.int32))
+        self.engine.start_state(self.shape, self.parity, np.zeros(rows, dtype=np.bool_), np.zeros(rows, dtype=np.int32))
         self.owners = [None] * rows
 
     @property
@@ -64,10 +59,7 @@ class FixedRunningBatch:
         ids = np.full((count, self.source_length), self.engine.special.pad, dtype=np.int64)
         for row, source in enumerate(sources):
             ids[row, : len(source)] = source
-        outputs = {
-            name: self.engine.tensor(name, [count if axis == 0 else (self.source_length if isinstance(size, str) else size) for axis, size in enumerate(info.shape)], info.type)
-            for name, info in self.engine.encoder_outputs.items()
-        }  # fmt: skip
+        outputs = self.engine.encoder_tensors(count, self.source_length)
         self.engine.encode_into(outputs, ids)
         for name, target in self.shape.encoded.items():
             self.row_ops.overwrite(target, slots, outputs[name])

@@ -103,7 +103,7 @@ class Translator:
         fixed_greedy = None
         if fixed_step:
             step = _open_graph(version_directory, graphs.fixed_step, dataclasses.replace(runtime, cuda_graph=True))
-            fixed_greedy = FixedShapeGreedy(sessions[0], step, manifest.spec.special_ids, manifest.spec.max_target_length + 1, manifest.spec.max_source_length, cuda_graphs=uses_cuda(runtime))
+            fixed_greedy = FixedShapeGreedy.for_model(sessions[0], step, manifest.spec, cuda_graphs=uses_cuda(runtime))
         layer = 1  # the RNN has one attention
         if isinstance(manifest.spec.config, TransformerConfig):
             layers = manifest.spec.config.n_decoder_layers
@@ -117,7 +117,7 @@ class Translator:
         return self.tokenizer.encode_batch(texts)
 
     def translate_ids(self, sources: list[list[int]], options: SearchOptions) -> list[list[TranslationHypothesis]]:
-        if self.fixed_greedy is not None and options.beam_size == 1 and not options.with_attention and not options.rules.active:
+        if self.fixed_greedy is not None and options.plain_greedy:
             nbest = fixed_greedy_batches(sources, self.fixed_greedy, options, self.max_batch_tokens, self.max_batch_size)
         else:
             nbest = search_batches(sources, self.model.start, self.spec.special_ids, options, self.max_batch_tokens, self.max_batch_size)

@@ -223,7 +223,7 @@ def agree_with_cpu_fp32(staged: Path, variants: dict[str, Variant], spec: ModelS
         else:
             encoder = create_session(str(graph_path(staged, ENCODER_FILE, name)), where)
             step = create_session(str(graph_path(staged, FIXED_STEP_FILE, name)), dataclasses.replace(where, cuda_graph=device == "cuda"))
-            engine = FixedShapeGreedy(encoder, step, spec.special_ids, spec.max_target_length + 1, spec.max_source_length, cuda_graphs=device == "cuda")
+            engine = FixedShapeGreedy.for_model(encoder, step, spec, cuda_graphs=device == "cuda")
             nbest = fixed_greedy_batches(sources, engine, options, AGREEMENT_BATCH_TOKENS)
         identical = sum(hypotheses[0].tokens == expected for hypotheses, expected in zip(nbest, reference))
         variants[name].parity.setdefault("greedy_vs_cpu_fp32", []).append({"graph": graph, "device": device, "identical": identical, "compared": len(sources)})

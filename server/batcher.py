@@ -385,7 +385,7 @@ class Batcher:
         live = [item for item in items if not item.cancelled]
         if not live:
             return
-        if lane.fixed_greedy is not None and all(_plain_greedy(item.options) for item in live):
+        if lane.fixed_greedy is not None and all(item.options.plain_greedy for item in live):
             for item in live:
                 self.queue_wait.observe(now - item.enqueued_at)
             self._decode_fixed(lane.fixed_greedy, live)
@@ -452,7 +452,7 @@ class Batcher:
         slots = lane.fixed_running
         joining = []
         for item in items:
-            if _plain_greedy(item.options) and slots.takes([source for taken in [*joining, item] for source in taken.sources]):
+            if item.options.plain_greedy and slots.takes([source for taken in [*joining, item] for source in taken.sources]):
                 joining.append(item)
         if not joining:
             return items
@@ -555,11 +555,6 @@ class Batcher:
         if answered:
             _hand_over([(item, item.search.results(*item.in_search)) for item in answered])
             self._count_inflight()
-
-
-def _plain_greedy(options: SearchOptions) -> bool:
-    """What the fixed-shape step decodes: greedy, no token rules, no attention."""
-    return options.beam_size == 1 and not options.rules.active and not options.with_attention
 
 
 def _sentences_finished(item: WorkItem) -> bool:

@@ -116,15 +116,13 @@ def load_model(version_directory: Path, config: ServerConfig, metrics: ServerMet
     manifest = Manifest.load(version_directory)  # every file checked against its sha256
     runtime = RuntimeConfig(device=config.device, intra_op_threads=config.intra_op_threads, spin_wait=config.spin_wait)
     variant = choose_variant(manifest, config.variant, uses_cuda(runtime), bool(config.allow_batch_dependent_variants))
-    has_fixed_step = manifest.variants[variant].fixed_step is not None
     on_cuda = uses_cuda(runtime)
     # on CUDA, GroupQueryAttention runs in fp16 only: an fp32 variant keeps the step loop there
-    has_fixed_step = has_fixed_step and not (on_cuda and variant == "fp32")
+    has_fixed_step = manifest.variants[variant].fixed_step is not None and not (on_cuda and variant == "fp32")
     fixed_step = has_fixed_step and (config.fixed_step == "on" or (config.fixed_step == "auto" and on_cuda))
     translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer, fixed_step=fixed_step)
     if fixed_step and config.fixed_step == "auto" and not fixed_step_works(translator, f"{manifest.name} version {manifest.version}", config.batching == "inflight"):
-        fixed_step = False
-        translator = Translator.from_repository(version_directory, variant, runtime, manifest, config.attention_layer)
+        fixed_step, translator.fixed_greedy = False, None
     device = translator.model.decoder.get_providers()[0]
     special = manifest.spec.special_ids
     engines = translator.fixed_greedy.twin if translator.fixed_greedy is not None else None  # one per decode worker: each has its own buffers

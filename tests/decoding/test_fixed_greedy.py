@@ -32,7 +32,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelSpec, dict[str
 
 
 def engine(spec: ModelSpec, paths: dict[str, Path]) -> FixedShapeGreedy:
-    return FixedShapeGreedy(create_session(str(paths["encoder"]), CPU), create_session(str(paths["fixed"]), CPU), spec.special_ids, spec.max_target_length + 1, spec.max_source_length)
+    return FixedShapeGreedy.for_model(create_session(str(paths["encoder"]), CPU), create_session(str(paths["fixed"]), CPU), spec)
 
 
 def step_loop(spec: ModelSpec, paths: dict[str, Path]) -> OnnxSeq2Seq:
